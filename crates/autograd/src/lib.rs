@@ -1,0 +1,1 @@
+//! Reverse-mode autograd over `tensor`.

@@ -1,0 +1,1 @@
+//! `attention`: see docs/ops.md (being filled in).

@@ -1,0 +1,1 @@
+//! `binary`: see docs/ops.md (being filled in).

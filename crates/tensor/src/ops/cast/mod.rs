@@ -1,0 +1,1 @@
+//! `cast`: see docs/ops.md (being filled in).

@@ -1,0 +1,1 @@
+//! `cat`: see docs/ops.md (being filled in).

@@ -1,0 +1,1 @@
+//! `cross_entropy`: see docs/ops.md (being filled in).

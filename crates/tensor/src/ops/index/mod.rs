@@ -1,0 +1,1 @@
+//! `index`: see docs/ops.md (being filled in).

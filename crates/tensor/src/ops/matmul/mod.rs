@@ -1,0 +1,1 @@
+//! `matmul`: see docs/ops.md (being filled in).

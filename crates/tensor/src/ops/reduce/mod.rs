@@ -1,0 +1,1 @@
+//! `reduce`: see docs/ops.md (being filled in).

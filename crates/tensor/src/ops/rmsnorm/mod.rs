@@ -1,0 +1,1 @@
+//! `rmsnorm`: see docs/ops.md (being filled in).

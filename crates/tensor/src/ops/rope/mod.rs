@@ -1,0 +1,1 @@
+//! `rope`: see docs/ops.md (being filled in).

@@ -1,0 +1,1 @@
+//! `softmax`: see docs/ops.md (being filled in).

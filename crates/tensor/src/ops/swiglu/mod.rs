@@ -1,0 +1,1 @@
+//! `swiglu`: see docs/ops.md (being filled in).

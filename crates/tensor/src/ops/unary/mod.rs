@@ -1,0 +1,1 @@
+//! `unary`: see docs/ops.md (being filled in).
