@@ -1,0 +1,133 @@
+//! Helpers shared by the fused Llama ops (rmsnorm, rope, swiglu, attention, cross_entropy): reading
+//! a float tensor as f32 without a copy when it already is f32, narrowing f32 results back to the
+//! caller's dtype, and a branch-free `exp` the compiler can vectorise (Cephes `expf`).
+//! CPU only: the device `match` stays in each op's `mod.rs`; these run inside its `Cpu` arm.
+
+use crate::{bf16, f16, CpuStorage, DType, Error, Result, Shape, Tensor};
+use std::borrow::Cow;
+
+/// The elements of a float CPU tensor as f32, borrowed when it is contiguous f32, widened otherwise.
+pub(crate) fn f32_data<'a>(t: &'a Tensor, op: &'static str) -> Result<Cow<'a, [f32]>> {
+    match t.cpu_storage(op)? {
+        CpuStorage::F32(_) if t.is_contiguous() => Ok(Cow::Borrowed(t.as_slice::<f32>()?)),
+        CpuStorage::F32(_) | CpuStorage::BF16(_) | CpuStorage::F16(_) => Ok(Cow::Owned(t.to_vec_f32()?)),
+        _ => Err(Error::UnsupportedDType { op, dtype: t.dtype() }),
+    }
+}
+
+/// A contiguous CPU tensor of `dtype` from f32 values (round-to-nearest-even for bf16/f16).
+pub(crate) fn from_f32(v: Vec<f32>, shape: impl Into<Shape>, dtype: DType, op: &'static str) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Tensor::from_vec(v, shape),
+        DType::BF16 => Tensor::from_vec(v.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), shape),
+        DType::F16 => Tensor::from_vec(v.into_iter().map(f16::from_f32).collect::<Vec<_>>(), shape),
+        _ => Err(Error::UnsupportedDType { op, dtype }),
+    }
+}
+
+/// Err unless `t` holds f32, bf16 or f16.
+pub(crate) fn check_float(t: &Tensor, op: &'static str) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType { op, dtype: t.dtype() })
+    }
+}
+
+/// Err unless `a` and `b` have the same dtype.
+pub(crate) fn check_same_dtype(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
+    if a.dtype() == b.dtype() {
+        Ok(())
+    } else {
+        Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() })
+    }
+}
+
+/// Err unless `a` and `b` have the same shape.
+pub(crate) fn check_same_shape(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch { op, lhs: a.shape().clone(), rhs: b.shape().clone() })
+    }
+}
+
+/// `e^x` within about 2 ulp for `x` in `[-87, 88]`, 0 below (where the true value is < 2e-38),
+/// NaN for NaN. No branches or calls, so loops over it vectorise; `f32::exp` is a libm call and
+/// costs more than everything else in softmax-like loops.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Comparisons (not `clamp`/`max`) so that a NaN passes through to the result.
+    let xc = if x < -87.0 { -87.0 } else if x > 88.0 { 88.0 } else { x };
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    p = p * r * r + r + 1.0;
+    // The low 9 bits of `t`'s representation are `n` (two's complement), so this is 2^n.
+    let pow2n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        p * pow2n
+    }
+}
+
+/// `sum(a[i] * b[i])` in eight f32 lanes, so the loop vectorises and rounding error grows slowly.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = 0.0;
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `y[i] += a * x[i]`.
+#[inline]
+pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_f32;
+
+    #[test]
+    fn exp_matches_std() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = exp_f32(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+}

@@ -1,0 +1,1 @@
+//! Optimizers over flat parameter buffers (issue 6 fills this).
