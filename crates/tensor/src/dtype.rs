@@ -50,7 +50,9 @@ impl std::str::FromStr for DType {
             "f16" | "float16" => Ok(DType::F16),
             "u8" | "uint8" => Ok(DType::U8),
             "i32" | "int32" => Ok(DType::I32),
-            _ => Err(crate::Error::invalid("dtype", format!("unknown dtype '{s}' (expected f32, bf16, f16, u8 or i32)"))),
+            _ => {
+                Err(crate::Error::invalid("dtype", format!("unknown dtype '{s}' (expected f32, bf16, f16, u8 or i32)")))
+            }
         }
     }
 }

@@ -66,12 +66,20 @@ impl Layout {
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::invalid(
                 "narrow",
-                format!("range {start}..{} out of bounds for dim {dim} of shape {:?}", start.saturating_add(len), self.shape),
+                format!(
+                    "range {start}..{} out of bounds for dim {dim} of shape {:?}",
+                    start.saturating_add(len),
+                    self.shape
+                ),
             ));
         }
         let mut dims = self.shape.dims().to_vec();
         dims[dim] = len;
-        Ok(Layout { shape: Shape::new(dims), strides: self.strides.clone(), offset: self.offset + start * self.strides[dim] })
+        Ok(Layout {
+            shape: Shape::new(dims),
+            strides: self.strides.clone(),
+            offset: self.offset + start * self.strides[dim],
+        })
     }
     /// View as `shape`, stretching size-1 (or missing leading) dimensions with stride 0.
     pub fn broadcast_as(&self, shape: &Shape) -> Result<Self> {

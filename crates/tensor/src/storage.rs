@@ -21,7 +21,9 @@ impl std::str::FromStr for Device {
             "cuda" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(Device::Cuda(n)),
-                _ => Err(crate::Error::invalid("device", format!("unknown device '{s}' (expected cpu, cuda or cuda:N)"))),
+                _ => {
+                    Err(crate::Error::invalid("device", format!("unknown device '{s}' (expected cpu, cuda or cuda:N)")))
+                }
             },
         }
     }

@@ -153,7 +153,9 @@ impl Tensor {
 
     /// The dims of a rank-`N` tensor, or an error naming `op`.
     pub fn dims_n<const N: usize>(&self, op: &'static str) -> Result<[usize; N]> {
-        self.dims().try_into().map_err(|_| Error::invalid(op, format!("expected a rank-{N} tensor, got shape {:?}", self.shape())))
+        self.dims()
+            .try_into()
+            .map_err(|_| Error::invalid(op, format!("expected a rank-{N} tensor, got shape {:?}", self.shape())))
     }
 
     /// The CPU storage, or an error naming `op` when the tensor lives elsewhere.
@@ -169,10 +171,9 @@ impl Tensor {
     pub fn as_slice<T: CpuElement>(&self) -> Result<&[T]> {
         let s = self.cpu_storage("as_slice")?;
         let data = T::slice(s).ok_or(Error::DTypeMismatch { op: "as_slice", lhs: self.dtype(), rhs: T::DTYPE })?;
-        let range = self
-            .layout
-            .contiguous_range()
-            .ok_or_else(|| Error::invalid("as_slice", format!("tensor {:?} is not contiguous; call contiguous() first", self.dims())))?;
+        let range = self.layout.contiguous_range().ok_or_else(|| {
+            Error::invalid("as_slice", format!("tensor {:?} is not contiguous; call contiguous() first", self.dims()))
+        })?;
         Ok(&data[range])
     }
 

@@ -1,7 +1,8 @@
 //! Helpers shared by the fused Llama ops (rmsnorm, rope, swiglu, attention, cross_entropy): reading
 //! a float tensor as f32 without a copy when it already is f32, narrowing f32 results back to the
-//! caller's dtype, and a branch-free `exp` the compiler can vectorise (Cephes `expf`).
-//! CPU only: the device `match` stays in each op's `mod.rs`; these run inside its `Cpu` arm.
+//! caller's dtype, shape/dtype checks, a branch-free `exp` the compiler can vectorise (Cephes
+//! `expf`; its slice loop also built for AVX2 and picked at run time), and eight-lane sum, max and
+//! dot. CPU only: the device `match` stays in each op's `mod.rs`; these run inside its `Cpu` arm.
 
 use crate::{bf16, f16, CpuStorage, DType, Error, Result, Shape, Tensor};
 use std::borrow::Cow;
@@ -62,8 +63,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Comparisons (not `clamp`/`max`) so that a NaN passes through to the result.
-    let xc = if x < -87.0 { -87.0 } else if x > 88.0 { 88.0 } else { x };
+    // `clamp` (unlike `max`/`min`) passes a NaN through to the result.
+    let xc = x.clamp(-87.0, 88.0);
     let t = xc * LOG2E + MAGIC;
     let n = t - MAGIC;
     let r = xc - n * LN2_HI - n * LN2_LO;
@@ -72,7 +73,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     p = p * r * r + r + 1.0;
     // The low 9 bits of `t`'s representation are `n` (two's complement), so this is 2^n.
     let pow2n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
@@ -103,12 +104,63 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-/// `y[i] += a * x[i]`.
+/// `x[i] = exp(x[i] − sub)` over a slice: a plain element loop, which LLVM's loop vectoriser
+/// handles (an eight-lane unrolled body with a reduction is left scalar by the SLP vectoriser).
+/// Uses 8-wide AVX2 when the CPU has it (the default target only assumes 4-wide SSE2).
 #[inline]
-pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
+pub(crate) fn exp_sub_inplace(x: &mut [f32], sub: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { exp_sub_avx2(x, sub) };
     }
+    exp_sub_scalar(x, sub)
+}
+
+#[inline(always)]
+fn exp_sub_scalar(x: &mut [f32], sub: f32) {
+    for v in x.iter_mut() {
+        *v = exp_f32(*v - sub);
+    }
+}
+
+/// The same loop compiled for AVX2 (no FMA: Rust never contracts `a·b + c`, so results are
+/// bit-identical to the SSE2 build).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_sub_avx2(x: &mut [f32], sub: f32) {
+    exp_sub_scalar(x, sub)
+}
+
+/// `Σ x` in eight f32 lanes.
+#[inline]
+pub(crate) fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for ch in chunks {
+        for i in 0..8 {
+            acc[i] += ch[i];
+        }
+    }
+    rest + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `max x` in eight lanes (−inf for an empty slice; NaNs are skipped).
+#[inline]
+pub(crate) fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let mut m = f32::NEG_INFINITY;
+    for &v in chunks.remainder() {
+        m = if v > m { v } else { m };
+    }
+    for ch in chunks {
+        for i in 0..8 {
+            acc[i] = if ch[i] > acc[i] { ch[i] } else { acc[i] };
+        }
+    }
+    acc.iter().fold(m, |a, &v| if v > a { v } else { a })
 }
 
 #[cfg(test)]

@@ -16,4 +16,6 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod unary;

@@ -1,0 +1,102 @@
+//! Matmul tests: gemm against the f64 triple loop over random M, K, N (1 and odd sizes), batch
+//! dims that broadcast either way, every view of either operand (transposed views go through
+//! strides; broadcast rows force the contiguous fallback), all float dtypes; larger products
+//! that take the folded, per-batch-task and multi-threaded paths; shape and dtype errors.
+
+use super::cpu::matmul_ref;
+use crate::ops::testing::{any_float, any_view, assert_close, random_view, Tol, View};
+use crate::{DType, Error, Tensor};
+use proptest::prelude::*;
+
+/// The dtype's tolerance plus f32 accumulation error growing with K.
+fn tol(dtype: DType, k: usize) -> Tol {
+    let t = Tol::of(dtype);
+    Tol { abs: t.abs + 2e-6 * k as f32, rel: t.rel.max(2e-5) }
+}
+
+fn check(a: &Tensor, b: &Tensor) {
+    let k = a.dims()[a.rank() - 1];
+    assert_close("matmul", &a.matmul(b).unwrap(), &matmul_ref(a, b).unwrap(), tol(a.dtype(), k));
+}
+
+/// Batch dims for a and b that broadcast: each size kept or set to 1 per side, b maybe shorter.
+fn batches() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop::collection::vec((1usize..4, any::<bool>(), any::<bool>()), 0..=2).prop_flat_map(|d| {
+        let a: Vec<usize> = d.iter().map(|&(s, one, _)| if one { 1 } else { s }).collect();
+        let b: Vec<usize> = d.iter().map(|&(s, _, one)| if one { 1 } else { s }).collect();
+        (Just(a), Just(b), 0..=d.len()).prop_map(|(a, b, drop)| (a, b[drop..].to_vec()))
+    })
+}
+
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 1usize..=9, 1 => Just(1usize), 2 => 10usize..=40]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn gemm_matches_ref((ba, bb) in batches(), m in size(), k in size(), n in size(),
+                        va in any_view(), vb in any_view(), dtype in any_float(), seed: u64) {
+        let a = random_view(&[ba, vec![m, k]].concat(), va, dtype, seed);
+        let b = random_view(&[bb, vec![k, n]].concat(), vb, dtype, seed ^ 9);
+        check(&a, &b);
+    }
+}
+
+#[test]
+fn larger_products_every_path() {
+    // Folded: batched activations times one transposed weight.
+    let x = random_view(&[2, 3, 67, 129], View::Contiguous, DType::F32, 1);
+    let w = random_view(&[65, 129], View::Contiguous, DType::F32, 2).t().unwrap();
+    check(&x, &w);
+    // Batch of small products, one per task, with a transposed rhs.
+    check(
+        &random_view(&[6, 33, 40], View::Narrowed, DType::F32, 3),
+        &random_view(&[6, 40, 20], View::Transposed, DType::F32, 4),
+    );
+    // One large product split by gemm across threads, both operands transposed views.
+    check(
+        &random_view(&[300, 257], View::Transposed, DType::F32, 5),
+        &random_view(&[257, 190], View::Transposed, DType::F32, 6),
+    );
+    check(
+        &random_view(&[64, 100], View::Contiguous, DType::BF16, 7),
+        &random_view(&[100, 50], View::Transposed, DType::BF16, 8),
+    );
+    // Lhs broadcast over the batch while rhs is batched: cannot fold, still correct.
+    check(
+        &random_view(&[4, 70, 30], View::Broadcast, DType::F32, 9),
+        &random_view(&[4, 30, 70], View::Contiguous, DType::F32, 10),
+    );
+}
+
+#[test]
+fn transposed_rhs_is_not_copied() {
+    // A (K, N) view of an (N, K) weight: same storage, strides (1, K), accepted as column-major.
+    let w = random_view(&[5, 7], View::Contiguous, DType::F32, 1);
+    let wt = w.t().unwrap();
+    assert!(!wt.is_contiguous() && wt.same_storage(&w));
+    check(&random_view(&[3, 7], View::Contiguous, DType::F32, 2), &wt);
+}
+
+#[test]
+fn zero_k_gives_zeros() {
+    let y = Tensor::zeros([3, 0], DType::F32).matmul(&Tensor::zeros([0, 2], DType::F32)).unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0; 6]);
+}
+
+#[test]
+fn errors() {
+    let a = Tensor::ones([2, 3], DType::F32);
+    let err = a.matmul(&Tensor::ones([2, 3], DType::F32)).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err}");
+    let err = Tensor::ones([2, 2, 3], DType::F32).matmul(&Tensor::ones([3, 3, 4], DType::F32)).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { op: "matmul", .. }), "{err}");
+    let err = a.matmul(&Tensor::ones([3], DType::F32)).unwrap_err();
+    assert!(matches!(err, Error::Invalid { op: "matmul", .. }), "{err}");
+    let err = a.matmul(&Tensor::ones([3, 2], DType::BF16)).unwrap_err();
+    assert!(matches!(err, Error::DTypeMismatch { op: "matmul", .. }), "{err}");
+    let err = Tensor::ones([2, 3], DType::I32).matmul(&Tensor::ones([3, 2], DType::I32)).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedDType { op: "matmul", .. }), "{err}");
+}
