@@ -1,0 +1,279 @@
+//! The fused NF4 linear: `y = x·deq(W)ᵀ` and its input gradient `dx = dy·deq(W)`, computed tile
+//! by tile: each rayon task dequantizes a few rows (forward) or a column slab (backward) of W
+//! into a small f32 buffer and multiplies it with the `gemm` crate, so the whole dequantized W
+//! never exists. Shapes: x (N, in) (any leading dims flattened into N), W (out, in), y (N, out).
+//!
+//! Reference: bitsandbytes 0.50.2 `autograd/_functions.py: MatMul4Bit` (forward
+//! `linear(A, dequantize_4bit(B).t())`, backward `grad_A = grad_output @ dequantize_4bit(B)`,
+//! no gradient for the frozen 4-bit weight) and `nn/modules.py: Linear4bit`.
+//! Deliberately not here: a bias (LoRA layers have none), a gradient for W, CUDA. Gradients are
+//! returned, not accumulated; the autograd tape does the `+=`.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tensor::{bf16, f16, DType, Element, Tensor};
+
+use crate::quantize::decode_chunk;
+use crate::weight::Nf4Weight;
+use crate::{Error, Result};
+
+/// f32 elements of W dequantized per task buffer (256 KiB: stays in L2).
+const TILE_ELEMS: usize = 1 << 16;
+
+/// `(out, in)` of a 2-D weight, or an error naming it.
+fn weight_dims(w: &Nf4Weight) -> Result<(usize, usize)> {
+    match w.shape() {
+        [o, i] => Ok((*o, *i)),
+        s => Err(Error::arg(w.name(), format!("NF4 linear needs a 2-D weight (out, in), got shape {s:?}"))),
+    }
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` in f32, with element strides (`rs` between rows,
+/// `cs` between columns). Checks that every index reached lies inside its slice, then calls
+/// `gemm` single-threaded (callers parallelise over tiles).
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+    };
+    if !fits(dst.len(), m, n, dst_rs, dst_cs)
+        || !fits(lhs.len(), m, k, lhs_rs, lhs_cs)
+        || !fits(rhs.len(), k, n, rhs_rs, rhs_cs)
+    {
+        return Err(Error::arg("nf4 linear", format!("internal tile of {m}x{n}x{k} out of bounds")));
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_rs + j * dst_cs] = 0.0;
+                }
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: all indices the product reaches were checked above; `dst` is borrowed mutably
+    // and does not alias `lhs`/`rhs` (distinct Rust borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    Ok(())
+}
+
+/// Transpose `src` (rows, cols) into a new (cols, rows) vector, in parallel over output rows.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(rows).enumerate().for_each(|(c, o)| {
+        for (r, v) in o.iter_mut().enumerate() {
+            *v = src[r * cols + c];
+        }
+    });
+    out
+}
+
+/// Forward on f32 slices: `x` (n, in) row-major, returns `y` (n, out). `absmax` is the
+/// restored fp32 absmax of `w`.
+pub fn forward_f32(x: &[f32], n: usize, w: &Nf4Weight, absmax: &[f32]) -> Result<Vec<f32>> {
+    let (out_f, in_f) = weight_dims(w)?;
+    check_len(w.name(), "x", x.len(), n * in_f)?;
+    if n == 0 || out_f == 0 || in_f == 0 {
+        return Ok(vec![0f32; n * out_f]);
+    }
+    let code = w.quant_type().traits().dequant_code();
+    let (packed, bs) = (w.packed(), w.blocksize());
+    // At least 64 rows per tile so each GEMM has a useful M, at most ~1 MiB of buffer.
+    let tile = (4 * TILE_ELEMS / in_f).clamp(1, 64.max(TILE_ELEMS / in_f));
+    // yᵀ (out, n): each task owns `tile` contiguous rows of it.
+    let mut yt = vec![0f32; out_f * n];
+    yt.par_chunks_mut(tile * n).enumerate().try_for_each_init(
+        || vec![0f32; tile * in_f],
+        |buf, (t, ych)| {
+            let rows = ych.len() / n;
+            let wt = &mut buf[..rows * in_f];
+            decode_chunk(packed, absmax, bs, &code, t * tile * in_f, wt);
+            // yᵀ[rows] (rows, n) = W_tile (rows, in) · xᵀ (in, n)
+            gemm_f32((rows, n, in_f), ych, (n, 1), false, wt, (in_f, 1), x, (1, in_f))
+        },
+    )?;
+    Ok(transpose(&yt, out_f, n))
+}
+
+/// Backward on f32 slices: `dy` (n, out) row-major, returns `dx = dy·deq(W)` (n, in).
+pub fn backward_f32(dy: &[f32], n: usize, w: &Nf4Weight, absmax: &[f32]) -> Result<Vec<f32>> {
+    let (out_f, in_f) = weight_dims(w)?;
+    check_len(w.name(), "dy", dy.len(), n * out_f)?;
+    if n == 0 || out_f == 0 || in_f == 0 {
+        return Ok(vec![0f32; n * in_f]);
+    }
+    let code = w.quant_type().traits().dequant_code();
+    let (packed, bs) = (w.packed(), w.blocksize());
+    // Column slabs of W (= row slabs of dxᵀ), enough of them to keep every thread busy.
+    let tasks = 4 * rayon::current_num_threads();
+    let slab = in_f.div_ceil(tasks).clamp(64.min(in_f), 1024);
+    let rows_per_tile = (TILE_ELEMS / slab).max(1);
+    let mut dxt = vec![0f32; in_f * n];
+    dxt.par_chunks_mut(slab * n).enumerate().try_for_each_init(
+        || vec![0f32; rows_per_tile * slab],
+        |buf, (s, dch)| {
+            let (c0, cw) = (s * slab, dch.len() / n);
+            let mut r0 = 0;
+            while r0 < out_f {
+                let rows = rows_per_tile.min(out_f - r0);
+                for r in 0..rows {
+                    let start = (r0 + r) * in_f + c0;
+                    decode_chunk(packed, absmax, bs, &code, start, &mut buf[r * cw..(r + 1) * cw]);
+                }
+                // dxᵀ[slab] (cw, n) += W_tileᵀ (cw, rows) · dyᵀ[r0..r0+rows] (rows, n)
+                let lhs = &buf[..rows * cw];
+                gemm_f32((cw, n, rows), dch, (n, 1), r0 > 0, lhs, (1, cw), &dy[r0..], (1, out_f))?;
+                r0 += rows;
+            }
+            Ok::<(), Error>(())
+        },
+    )?;
+    Ok(transpose(&dxt, in_f, n))
+}
+
+fn check_len(name: &str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::arg(name, format!("{what} has {got} elements, expected {want}")));
+    }
+    Ok(())
+}
+
+/// Widen a float tensor to a contiguous f32 vector (no copy needed for f32 is not attempted:
+/// callers borrow f32 directly).
+fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_vec_f32()?)
+}
+
+/// A vector of f32 as a tensor of `dtype` (round-to-nearest-even for bf16/f16).
+fn from_f32_vec(v: Vec<f32>, shape: Vec<usize>, dtype: DType, name: &str) -> Result<Tensor> {
+    let t = match dtype {
+        DType::F32 => Tensor::from_vec(v, shape)?,
+        DType::BF16 => Tensor::from_vec(v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>(), shape)?,
+        DType::F16 => Tensor::from_vec(v.iter().map(|&x| <f16 as Element>::from_f32(x)).collect::<Vec<_>>(), shape)?,
+        other => return Err(Error::arg(name, format!("NF4 linear takes f32, bf16 or f16, got {}", other.as_str()))),
+    };
+    Ok(t)
+}
+
+/// Run `f` on `t` as a row-major f32 slice of `n` rows (borrowed when already f32).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        if let Ok(s) = t.as_slice::<f32>() {
+            return f(s);
+        }
+    }
+    let v = to_f32_vec(t)?;
+    f(&v)
+}
+
+/// Leading-dims product and last dim of `t`, checking the last dim equals `want`.
+fn rows_of(t: &Tensor, want: usize, what: &str, w: &Nf4Weight) -> Result<usize> {
+    let dims = t.dims();
+    match dims.last() {
+        Some(&d) if d == want => Ok(dims[..dims.len() - 1].iter().product()),
+        _ => Err(Error::arg(
+            w.name(),
+            format!("{what} of shape {dims:?} does not end in {want} for weight of shape {:?}", w.shape()),
+        )),
+    }
+}
+
+/// `y = x·deq(W)ᵀ` for `x` of shape (.., in) in f32, bf16 or f16 (computed in f32, returned in
+/// x's dtype), W of shape (out, in); y has shape (.., out).
+pub fn forward(x: &Tensor, w: &Nf4Weight) -> Result<Tensor> {
+    let (out_f, in_f) = weight_dims(w)?;
+    let n = rows_of(x, in_f, "input", w)?;
+    let absmax = w.restored_absmax()?;
+    let y = with_f32(x, |xs| forward_f32(xs, n, w, &absmax))?;
+    let mut shape = x.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = out_f;
+    }
+    from_f32_vec(y, shape, x.dtype(), w.name())
+}
+
+/// `dx = dy·deq(W)` for `dy` of shape (.., out); dx has shape (.., in) and `dtype`.
+pub fn backward(dy: &Tensor, w: &Nf4Weight, dtype: DType) -> Result<Tensor> {
+    let (out_f, in_f) = weight_dims(w)?;
+    let n = rows_of(dy, out_f, "output gradient", w)?;
+    let absmax = w.restored_absmax()?;
+    let dx = with_f32(dy, |g| backward_f32(g, n, w, &absmax))?;
+    let mut shape = dy.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = in_f;
+    }
+    from_f32_vec(dx, shape, dtype, w.name())
+}
+
+/// Keeps the weight alive inside a backward closure without copying it.
+pub type SharedWeight = Arc<Nf4Weight>;
+
+/// The NF4 linear as an autograd op: records `y = x·deq(W)ᵀ` on `x`'s tape with a backward that
+/// returns `dx = dy·deq(W)` (tiled, like the forward) and nothing for the frozen weight.
+///
+/// ```
+/// use std::sync::Arc;
+/// use autograd::Tape;
+/// use nf4::{linear::nf4_linear, Nf4Weight, QuantConfig};
+/// use tensor::{DType, Rng, Tensor};
+/// let mut rng = Rng::new(0);
+/// let w = Tensor::randn([8, 64], 0.1, &mut rng);
+/// let w = Arc::new(Nf4Weight::quantize("w", &w, &QuantConfig::default()).unwrap());
+/// let tape = Tape::new();
+/// let x = tape.leaf(Tensor::randn([3, 64], 1.0, &mut rng));
+/// let y = nf4_linear(&x, &w).unwrap();
+/// assert_eq!(y.value().dims(), &[3, 8]);
+/// let grads = tape.backward_with(&y, Tensor::ones([3, 8], DType::F32)).unwrap();
+/// assert_eq!(grads.get(&x).unwrap().dims(), &[3, 64]);
+/// ```
+pub fn nf4_linear(x: &autograd::Var, w: &SharedWeight) -> tensor::Result<autograd::Var> {
+    let y = forward(x.value(), w)?;
+    let w = Arc::clone(w);
+    let dtype = x.value().dtype();
+    let needs_grad = x.requires_grad();
+    autograd::custom_op_named("nf4_linear", &[x], y, move |g| {
+        if !needs_grad {
+            return Ok(vec![None]);
+        }
+        Ok(vec![Some(backward(g, &w, dtype)?)])
+    })
+}
