@@ -1,0 +1,291 @@
+//! bitsandbytes' 8-bit dynamic maps and the blockwise 8-bit Adam update of one block.
+//!
+//! Reference: `functional.create_dynamic_map` (signed for m, unsigned for v) and the CUDA kernel
+//! `kOptimizerStatic8bit2StateBlockwise` with its `quantize_2D` search (bitsandbytes 0.50); our
+//! `quantize` gives the search's answer from a bucket table (tested equal on every bucket edge).
+//! The maps are data (STYLE.md: format descriptors are data); `generate` rebuilds them and a test
+//! checks both against the tables. Deliberately not here: bnb's fast-math divisions (`__fdividef`,
+//! `__powf`), its f32 scalars (`1.0f - beta2`; we round f64 scalars to f32 as the torch path
+//! does) and its CUDA weight-decay order (decay after the update); we use exact f32 division and
+//! README §3.8's order (decay first) so 8-bit differs from 32-bit only by quantization.
+
+use std::sync::OnceLock;
+
+use super::AdamConsts;
+
+/// Bucket table over f32 bit patterns: `x.to_bits() >> LUT_SHIFT` keeps the sign, the exponent
+/// and the top 5 mantissa bits; each bucket lists the few codes its values can take.
+const LUT_SHIFT: u32 = 18;
+const LUT_FALLBACK: u8 = u8::MAX;
+
+struct Lut {
+    base: Vec<u8>,
+    span: Vec<u8>,
+    /// bnb's midpoints, `(c[j] + c[j+1]) * 0.5` in f32.
+    mids: [f32; 255],
+}
+
+impl Lut {
+    fn build(map: DynamicMap) -> Self {
+        let c = map.values();
+        let mids = std::array::from_fn(|j| (c[j] + c[j + 1]) * 0.5);
+        let n = 1usize << (32 - LUT_SHIFT);
+        let (mut base, mut span) = (vec![0u8; n], vec![LUT_FALLBACK; n]);
+        for key in 0..n {
+            let lo = (key as u32) << LUT_SHIFT;
+            if (lo >> 23) & 0xff == 0xff {
+                continue; // inf/NaN: the search decides
+            }
+            let a = map.quantize_search(f32::from_bits(lo));
+            let b = map.quantize_search(f32::from_bits(lo | ((1 << LUT_SHIFT) - 1)));
+            (base[key], span[key]) = (a.min(b), a.max(b) - a.min(b));
+        }
+        Self { base, span, mids }
+    }
+}
+
+/// `create_dynamic_map(signed=True)`, copied from reference/vectors/codebooks.json (`dynamic_map`).
+pub(crate) const SIGNED_BITS: [u32; 256] = [
+    0xbf7e3333, 0xbf7a999a, 0xbf770000, 0xbf736666, 0xbf6fcccd, 0xbf6c3333, 0xbf68999a, 0xbf650000, 0xbf616666,
+    0xbf5dcccd, 0xbf5a3333, 0xbf56999a, 0xbf530000, 0xbf4f6666, 0xbf4bcccd, 0xbf483333, 0xbf44999a, 0xbf410000,
+    0xbf3d6666, 0xbf39cccd, 0xbf363334, 0xbf32999a, 0xbf2f0000, 0xbf2b6666, 0xbf27cccd, 0xbf243334, 0xbf20999a,
+    0xbf1d0000, 0xbf196666, 0xbf15cccd, 0xbf123334, 0xbf0e999a, 0xbf0b0000, 0xbf076666, 0xbf03cccc, 0xbf003333,
+    0xbef93332, 0xbef20000, 0xbeeacccc, 0xbee3999a, 0xbedc6666, 0xbed53333, 0xbece0000, 0xbec6cccc, 0xbebf999a,
+    0xbeb86666, 0xbeb13333, 0xbeaa0000, 0xbea2cccc, 0xbe9b999a, 0xbe946666, 0xbe8d3334, 0xbe860000, 0xbe7d9999,
+    0xbe6f3333, 0xbe60cccd, 0xbe526666, 0xbe440000, 0xbe35999a, 0xbe273333, 0xbe18cccd, 0xbe0a6666, 0xbdf80000,
+    0xbddb3334, 0xbdc9eb85, 0xbdc428f7, 0xbdbe6667, 0xbdb8a3d7, 0xbdb2e148, 0xbdad1eb8, 0xbda75c2a, 0xbda1999a,
+    0xbd9bd70a, 0xbd96147b, 0xbd9051eb, 0xbd8a8f5d, 0xbd84cccd, 0xbd7e147b, 0xbd728f5d, 0xbd670a3d, 0xbd5b851f,
+    0xbd500000, 0xbd447ae1, 0xbd38f5c3, 0xbd2d70a3, 0xbd21eb85, 0xbd166667, 0xbd0ae148, 0xbcfeb852, 0xbce7ae15,
+    0xbcd0a3d7, 0xbcb9999a, 0xbca28f5d, 0xbc8b851f, 0xbc68f5c3, 0xbc3ae148, 0xbc1f3b64, 0xbc160418, 0xbc0ccccd,
+    0xbc039581, 0xbbf4bc6a, 0xbbe24dd3, 0xbbcfdf3b, 0xbbbd70a4, 0xbbab020d, 0xbb989374, 0xbb8624dd, 0xbb676c8a,
+    0xbb428f5c, 0xbb1db22d, 0xbaf1a9fc, 0xbaa7ef9d, 0xba7765ff, 0xba59e83e, 0xba3c6a80, 0xba1eecc1, 0xba016f01,
+    0xb9c7e283, 0xb98ce705, 0xb923d70b, 0xb8ba1f4b, 0xb88aefb3, 0xb8378034, 0xb7b24206, 0xb70205ff, 0xb65a1a94,
+    0xb513a3b7, 0x00000000, 0x3513a3b7, 0x365a1a94, 0x370205ff, 0x37b24206, 0x38378034, 0x388aefb3, 0x38ba1f4b,
+    0x3923d70b, 0x398ce705, 0x39c7e283, 0x3a016f01, 0x3a1eecc1, 0x3a3c6a80, 0x3a59e83e, 0x3a7765ff, 0x3aa7ef9d,
+    0x3af1a9fc, 0x3b1db22d, 0x3b428f5c, 0x3b676c8a, 0x3b8624dd, 0x3b989374, 0x3bab020d, 0x3bbd70a4, 0x3bcfdf3b,
+    0x3be24dd3, 0x3bf4bc6a, 0x3c039581, 0x3c0ccccd, 0x3c160418, 0x3c1f3b64, 0x3c3ae148, 0x3c68f5c3, 0x3c8b851f,
+    0x3ca28f5d, 0x3cb9999a, 0x3cd0a3d7, 0x3ce7ae15, 0x3cfeb852, 0x3d0ae148, 0x3d166667, 0x3d21eb85, 0x3d2d70a3,
+    0x3d38f5c3, 0x3d447ae1, 0x3d500000, 0x3d5b851f, 0x3d670a3d, 0x3d728f5d, 0x3d7e147b, 0x3d84cccd, 0x3d8a8f5d,
+    0x3d9051eb, 0x3d96147b, 0x3d9bd70a, 0x3da1999a, 0x3da75c2a, 0x3dad1eb8, 0x3db2e148, 0x3db8a3d7, 0x3dbe6667,
+    0x3dc428f7, 0x3dc9eb85, 0x3ddb3334, 0x3df80000, 0x3e0a6666, 0x3e18cccd, 0x3e273333, 0x3e35999a, 0x3e440000,
+    0x3e526666, 0x3e60cccd, 0x3e6f3333, 0x3e7d9999, 0x3e860000, 0x3e8d3334, 0x3e946666, 0x3e9b999a, 0x3ea2cccc,
+    0x3eaa0000, 0x3eb13333, 0x3eb86666, 0x3ebf999a, 0x3ec6cccc, 0x3ece0000, 0x3ed53333, 0x3edc6666, 0x3ee3999a,
+    0x3eeacccc, 0x3ef20000, 0x3ef93332, 0x3f003333, 0x3f03cccc, 0x3f076666, 0x3f0b0000, 0x3f0e999a, 0x3f123334,
+    0x3f15cccd, 0x3f196666, 0x3f1d0000, 0x3f20999a, 0x3f243334, 0x3f27cccd, 0x3f2b6666, 0x3f2f0000, 0x3f32999a,
+    0x3f363334, 0x3f39cccd, 0x3f3d6666, 0x3f410000, 0x3f44999a, 0x3f483333, 0x3f4bcccd, 0x3f4f6666, 0x3f530000,
+    0x3f56999a, 0x3f5a3333, 0x3f5dcccd, 0x3f616666, 0x3f650000, 0x3f68999a, 0x3f6c3333, 0x3f6fcccd, 0x3f736666,
+    0x3f770000, 0x3f7a999a, 0x3f7e3333, 0x3f800000,
+];
+
+/// `create_dynamic_map(signed=False)`, produced by `generate` below (tested).
+pub(crate) const UNSIGNED_BITS: [u32; 256] = [
+    0x00000000, 0x34ae7baa, 0x35500998, 0x360e9b38, 0x3692ccf6, 0x36de4c51, 0x3714e5d5, 0x3783126e, 0x37e171a0,
+    0x381fe868, 0x384f1800, 0x387e479a, 0x3896bb99, 0x38ae5364, 0x38c5eb31, 0x3906594b, 0x394154ca, 0x397c5049,
+    0x399ba5e4, 0x39b923a2, 0x39d6a163, 0x39f41f22, 0x3a08ce71, 0x3a178d50, 0x3a264c30, 0x3a350b10, 0x3a43c9ef,
+    0x3a5288d0, 0x3a6147af, 0x3a70068e, 0x3a7ec56e, 0x3a958106, 0x3aba5e35, 0x3adf3b64, 0x3b020c4a, 0x3b147ae1,
+    0x3b26e978, 0x3b395810, 0x3b4bc6a7, 0x3b5e3540, 0x3b70a3d7, 0x3b818937, 0x3b8ac082, 0x3b93f7cf, 0x3b9d2f1a,
+    0x3ba66666, 0x3baf9db2, 0x3bb8d4fd, 0x3bc20c4a, 0x3bcb4395, 0x3bd47ae1, 0x3bddb22e, 0x3be6e978, 0x3bf020c5,
+    0x3bf9580f, 0x3c0147ae, 0x3c05e354, 0x3c0a7ef9, 0x3c0f1aa0, 0x3c13b645, 0x3c1851eb, 0x3c1ced92, 0x3c218937,
+    0x3c2f5c2a, 0x3c466667, 0x3c5d70a3, 0x3c747ae2, 0x3c85c28f, 0x3c9147af, 0x3c9ccccd, 0x3ca851eb, 0x3cb3d70b,
+    0x3cbf5c29, 0x3ccae147, 0x3cd66667, 0x3ce1eb87, 0x3ced70a3, 0x3cf8f5c3, 0x3d023d70, 0x3d080000, 0x3d0dc28f,
+    0x3d13851f, 0x3d1947af, 0x3d1f0a3d, 0x3d24cccd, 0x3d2a8f5c, 0x3d3051eb, 0x3d36147b, 0x3d3bd70a, 0x3d41999a,
+    0x3d475c28, 0x3d4d1eb8, 0x3d52e147, 0x3d58a3d7, 0x3d5e6667, 0x3d6428f7, 0x3d69eb87, 0x3d6fae15, 0x3d7570a3,
+    0x3d7b3333, 0x3d807ae2, 0x3d835c2a, 0x3d863d71, 0x3d891eb8, 0x3d8c0000, 0x3d8ee148, 0x3d91c290, 0x3d94a3d7,
+    0x3d97851f, 0x3d9a6667, 0x3d9d47af, 0x3da028f6, 0x3da30a3e, 0x3da5eb85, 0x3da8cccd, 0x3dabae15, 0x3dae8f5c,
+    0x3db170a4, 0x3db451eb, 0x3db73333, 0x3dba147b, 0x3dbcf5c3, 0x3dbfd70b, 0x3dc2b852, 0x3dc5999a, 0x3dc87ae2,
+    0x3dcb5c29, 0x3dd40000, 0x3de26666, 0x3df0cccd, 0x3dff3333, 0x3e06cccc, 0x3e0e0000, 0x3e153334, 0x3e1c6666,
+    0x3e23999a, 0x3e2acccc, 0x3e320000, 0x3e393334, 0x3e406666, 0x3e47999a, 0x3e4ecccc, 0x3e560000, 0x3e5d3334,
+    0x3e646666, 0x3e6b999a, 0x3e72cccc, 0x3e7a0000, 0x3e809999, 0x3e843333, 0x3e87cccd, 0x3e8b6666, 0x3e8f0000,
+    0x3e92999a, 0x3e963333, 0x3e99cccc, 0x3e9d6666, 0x3ea10000, 0x3ea4999a, 0x3ea83333, 0x3eabcccc, 0x3eaf6666,
+    0x3eb30000, 0x3eb6999a, 0x3eba3333, 0x3ebdcccc, 0x3ec16666, 0x3ec50000, 0x3ec8999a, 0x3ecc3333, 0x3ecfcccc,
+    0x3ed36666, 0x3ed70000, 0x3eda999a, 0x3ede3333, 0x3ee1cccc, 0x3ee56666, 0x3ee90000, 0x3eec999a, 0x3ef03333,
+    0x3ef3cccc, 0x3ef76666, 0x3efb0000, 0x3efe9999, 0x3f01199a, 0x3f02e666, 0x3f04b333, 0x3f068000, 0x3f084ccc,
+    0x3f0a199a, 0x3f0be666, 0x3f0db334, 0x3f0f8000, 0x3f114ccd, 0x3f13199a, 0x3f14e666, 0x3f16b334, 0x3f188000,
+    0x3f1a4ccd, 0x3f1c199a, 0x3f1de666, 0x3f1fb334, 0x3f218000, 0x3f234ccd, 0x3f25199a, 0x3f26e666, 0x3f28b334,
+    0x3f2a8000, 0x3f2c4ccd, 0x3f2e199a, 0x3f2fe666, 0x3f31b334, 0x3f338000, 0x3f354ccd, 0x3f37199a, 0x3f38e666,
+    0x3f3ab334, 0x3f3c8000, 0x3f3e4ccd, 0x3f40199a, 0x3f41e666, 0x3f43b334, 0x3f458000, 0x3f474ccc, 0x3f49199a,
+    0x3f4ae666, 0x3f4cb334, 0x3f4e8000, 0x3f504ccc, 0x3f52199a, 0x3f53e666, 0x3f55b334, 0x3f578000, 0x3f594ccc,
+    0x3f5b199a, 0x3f5ce666, 0x3f5eb334, 0x3f608000, 0x3f624ccc, 0x3f64199a, 0x3f65e666, 0x3f67b334, 0x3f698000,
+    0x3f6b4ccc, 0x3f6d199a, 0x3f6ee666, 0x3f70b334, 0x3f728000, 0x3f744ccc, 0x3f76199a, 0x3f77e666, 0x3f79b334,
+    0x3f7b8000, 0x3f7d4ccc, 0x3f7f199a, 0x3f800000,
+];
+
+/// Which 8-bit dynamic map: signed (first moment) or unsigned (second moment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DynamicMap {
+    Signed,
+    Unsigned,
+}
+
+impl DynamicMap {
+    fn bits(self) -> &'static [u32; 256] {
+        match self {
+            Self::Signed => &SIGNED_BITS,
+            Self::Unsigned => &UNSIGNED_BITS,
+        }
+    }
+    /// The 256 code values, sorted ascending; the last is 1.0.
+    pub fn values(self) -> [f32; 256] {
+        self.bits().map(f32::from_bits)
+    }
+    #[inline]
+    pub fn value(self, code: u8) -> f32 {
+        f32::from_bits(self.bits()[code as usize])
+    }
+    /// Code of the value a block scale of 0 maps to (dequantizes to 0 whatever the code).
+    fn zero_code(self) -> u8 {
+        match self {
+            Self::Signed => 127,
+            Self::Unsigned => 0,
+        }
+    }
+    fn lut(self) -> &'static Lut {
+        static LUTS: OnceLock<[Lut; 2]> = OnceLock::new();
+        let luts = LUTS.get_or_init(|| [Lut::build(Self::Signed), Lut::build(Self::Unsigned)]);
+        &luts[self as usize]
+    }
+    /// Nearest code to `x` in [-1, 1] (unsigned: [0, 1]), equal to bnb's `quantize_2D` search:
+    /// exact nearest, a tie goes to the even index. The code is the number of midpoints below `x`
+    /// (a midpoint `x` sits on counts when its lower code is odd); a bucket table narrows the
+    /// count to a few midpoints, so the common case costs one lookup.
+    #[inline]
+    pub fn quantize(self, x: f32) -> u8 {
+        let lut = self.lut();
+        let key = (x.to_bits() >> LUT_SHIFT) as usize;
+        let (base, span) = (lut.base[key] as usize, lut.span[key]);
+        match span {
+            0 => base as u8,
+            LUT_FALLBACK => self.quantize_search(x),
+            _ => {
+                let mids = &lut.mids[base..base + span as usize];
+                let above = |(k, &m): (usize, &f32)| x > m || (x == m && (base + k) % 2 == 1);
+                (base + mids.iter().enumerate().filter(|&e| above(e)).count()) as u8
+            }
+        }
+    }
+    /// bnb's `quantize_2D` binary search itself (the reference for [`Self::quantize`]).
+    pub(crate) fn quantize_search(self, x: f32) -> u8 {
+        let bits = self.bits();
+        let code = |i: usize| f32::from_bits(bits[i & 255]);
+        // The search's pivots: 127 ± 64 ± 32 … ± 1, going up while x > code[pivot]. Written with
+        // selects rather than branches (the branchy form mispredicts ~8 times per value).
+        let mut p = 127usize;
+        let mut step = 64;
+        while step > 0 {
+            p = if x > code(p) { p + step } else { p - step };
+            step >>= 1;
+        }
+        // p is even and ≤ 254; the search's last bracket is [p-1, p+1] (bnb's lower bound -1/0
+        // when p = 0 never changes the answer), and its midpoints are rounded as bnb rounds them.
+        let val = code(p);
+        let pick = if x > val {
+            p + (x > (code(p + 1) + val) * 0.5) as usize
+        } else {
+            p - (p > 0 && x < (code(p.wrapping_sub(1)) + val) * 0.5) as usize
+        };
+        pick as u8
+    }
+    /// Rebuilds the map as `create_dynamic_map(signed, 7, 8)` does in f32: torch's `linspace`
+    /// (start + step·i below the halfway point, end − step·(n−1−i) above, each rounded once),
+    /// means of neighbours, times `10^(i−6)` rounded to f32, plus 0 and 1, sorted.
+    pub fn generate(self) -> [f32; 256] {
+        let signed = self == Self::Signed;
+        let scales = [1e-6f64, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+        let mut data = Vec::with_capacity(256);
+        for (i, &scale) in scales.iter().enumerate() {
+            let n = if signed { (1usize << i) + 1 } else { (1usize << (i + 1)) + 1 };
+            let (start, end) = (0.1f32, 1.0f32);
+            let step = (end - start) / (n - 1) as f32;
+            let lin: Vec<f32> = (0..n)
+                .map(|k| {
+                    let (s, e, st) = (start as f64, end as f64, step as f64);
+                    let v = if k < n / 2 { s + st * k as f64 } else { e - st * (n - 1 - k) as f64 };
+                    v as f32
+                })
+                .collect();
+            for w in lin.windows(2) {
+                let mean = (w[0] + w[1]) / 2.0;
+                data.push(scale as f32 * mean);
+                if signed {
+                    data.push(-(scale as f32) * mean);
+                }
+            }
+        }
+        data.push(0.0);
+        data.push(1.0);
+        data.sort_by(f32::total_cmp);
+        let mut out = [0.0f32; 256];
+        out.iter_mut().zip(&data).for_each(|(o, d)| *o = *d);
+        out
+    }
+}
+
+/// Blockwise 8-bit quantization (bnb `quantize_blockwise`): per block of `block` values,
+/// absmax and nearest codes. `codes.len() == x.len()`, `absmax.len() == x.len().div_ceil(block)`.
+pub fn quantize_blockwise(map: DynamicMap, x: &[f32], block: usize, codes: &mut [u8], absmax: &mut [f32]) {
+    let block = block.max(1);
+    let blocks = x.chunks(block).zip(codes.chunks_mut(block));
+    for ((xs, cs), a) in blocks.zip(absmax.iter_mut()) {
+        *a = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (c, &v) in cs.iter_mut().zip(xs) {
+            *c = if *a > 0.0 { map.quantize(v / *a) } else { map.zero_code() };
+        }
+    }
+}
+
+/// Inverse of [`quantize_blockwise`]: `code value × block absmax`.
+pub fn dequantize_blockwise(map: DynamicMap, codes: &[u8], absmax: &[f32], block: usize, out: &mut [f32]) {
+    let block = block.max(1);
+    for ((cs, os), &a) in codes.chunks(block).zip(out.chunks_mut(block)).zip(absmax) {
+        os.iter_mut().zip(cs).for_each(|(o, &c)| *o = map.value(c) * a);
+    }
+}
+
+/// One block (≤ 256 values) of bnb's blockwise 8-bit Adam: dequantize m (signed map) and v
+/// (unsigned map), update them in f32, take the new block absmax, update p, requantize; m keeps
+/// its sign through quantization. Non-finite gradients zero the state and leave p alone (bnb).
+pub(crate) fn adam8bit_block(
+    p: &mut [f32],
+    g: &[f32],
+    mc: &mut [u8],
+    vc: &mut [u8],
+    absmax_m: &mut f32,
+    absmax_v: &mut f32,
+    c: &AdamConsts,
+) {
+    let n = p.len().min(g.len()).min(mc.len()).min(vc.len()).min(256);
+    let (mut s1, mut s2) = ([0.0f32; 256], [0.0f32; 256]);
+    let (mut new_m, mut new_v) = (0.0f32, 0.0f32);
+    for j in 0..n {
+        let gj = g[j];
+        if gj.is_finite() {
+            let v = DynamicMap::Unsigned.value(vc[j]) * *absmax_v;
+            s2[j] = v * c.b2 + c.one_minus_b2 * gj * gj;
+            let m = DynamicMap::Signed.value(mc[j]) * *absmax_m;
+            s1[j] = m * c.b1 + c.one_minus_b1 * gj;
+        }
+        new_m = new_m.max(s1[j].abs());
+        new_v = new_v.max(s2[j].abs());
+    }
+    (*absmax_m, *absmax_v) = (new_m, new_v);
+    for j in 0..n {
+        if g[j].is_finite() {
+            let mut pj = p[j];
+            if let Some(d) = c.decay {
+                pj *= d;
+            }
+            p[j] = pj + c.step_size * (s1[j] / (s2[j].sqrt() + c.eps_hat));
+        }
+        mc[j] = if new_m > 0.0 {
+            let mut q = DynamicMap::Signed.quantize(s1[j] / new_m);
+            if DynamicMap::Signed.value(q).is_sign_negative() != s1[j].is_sign_negative() {
+                q = if s1[j] > 0.0 { q.wrapping_add(1) } else { q.wrapping_sub(1) };
+            }
+            q
+        } else {
+            DynamicMap::Signed.zero_code()
+        };
+        vc[j] =
+            if new_v > 0.0 { DynamicMap::Unsigned.quantize(s2[j] / new_v) } else { DynamicMap::Unsigned.zero_code() };
+    }
+}
