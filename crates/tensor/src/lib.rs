@@ -13,6 +13,8 @@
 //! assert_eq!(a.dtype(), DType::F32);
 //! ```
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod dtype;
 mod error;
 mod layout;

@@ -1,0 +1,165 @@
+//! `run_*` entry points: binary, unary, cast, reductions and softmax.
+
+use super::*;
+use crate::cuda::device::DeviceBuffer;
+use crate::cuda::device::{CudaDevice, Launch};
+use crate::cuda::params::*;
+use crate::{bf16, Error, Result};
+use crate::{f16, CpuStorage, Shape, Tensor};
+
+// ---------------------------------------------------------------- binary, unary, cast
+
+/// `a op b` with broadcasting (op: 0 add, 1 sub, 2 mul, 3 div, 4 maximum) for f32/bf16/f16
+/// tensors on the host of any layout: their storages go up whole and the kernel reads them
+/// through the broadcast strides. Returns the contiguous result as a host tensor.
+pub fn run_binary(dev: &CudaDevice, a: &Tensor, b: &Tensor, op: i32) -> Result<Tensor> {
+    const OP: &str = "cuda::run_binary";
+    let shape = Shape::broadcast(OP, a.shape(), b.shape())?;
+    if shape.rank() > BINARY_MAX_DIMS {
+        return Err(Error::invalid(OP, format!("rank {} > {BINARY_MAX_DIMS}", shape.rank())));
+    }
+    let (la, lb) = (a.broadcast_as(shape.clone())?, b.broadcast_as(shape.clone())?);
+    let n = shape.elem_count();
+    let mut p = BinaryParams {
+        n: n as i64,
+        rank: shape.rank() as i32,
+        op,
+        a_offset: la.layout().offset() as i64,
+        b_offset: lb.layout().offset() as i64,
+        contiguous: (la.is_contiguous() && lb.is_contiguous()) as i32,
+        ..Default::default()
+    };
+    for (i, &d) in shape.dims().iter().enumerate() {
+        p.dims[i] = d as i64;
+        p.a_strides[i] = la.layout().strides()[i] as i64;
+        p.b_strides[i] = lb.layout().strides()[i] as i64;
+    }
+    macro_rules! go {
+        ($t:ty, $va:expr, $vb:expr) => {{
+            let (da, db) = (up::<$t>(dev, $va)?, up::<$t>(dev, $vb)?);
+            let out = dev.zeros::<<$t as KernelFloat>::Dev>(n)?;
+            p.a = dev.ptr(&da);
+            p.b = dev.ptr(&db);
+            p.out = dev.ptr(&out);
+            dev.launch("binary", &k("binary_fwd", <$t>::SUFFIX), Launch::elementwise(n), &p)?;
+            Tensor::from_vec(down::<$t>(dev, &out, n)?, shape)
+        }};
+    }
+    match (a.cpu_storage(OP)?, b.cpu_storage(OP)?) {
+        (CpuStorage::F32(va), CpuStorage::F32(vb)) => go!(f32, va, vb),
+        (CpuStorage::BF16(va), CpuStorage::BF16(vb)) => go!(bf16, va, vb),
+        (CpuStorage::F16(va), CpuStorage::F16(vb)) => go!(f16, va, vb),
+        (sa, sb) => Err(Error::DTypeMismatch { op: OP, lhs: sa.dtype(), rhs: sb.dtype() }),
+    }
+}
+
+/// Elementwise map (op codes in `UnaryParams`); `p0`, `p1` are affine's mul/add or powf's e.
+pub fn run_unary<E: KernelFloat>(dev: &CudaDevice, x: &[E], op: i32, p0: f32, p1: f32) -> Result<Vec<E>> {
+    let n = x.len();
+    let (dx, out) = (up(dev, x)?, dev.zeros::<E::Dev>(n)?);
+    let p = UnaryParams { out: dev.ptr(&out), x: dev.ptr(&dx), n: n as i64, op, p0, p1, _pad: 0 };
+    dev.launch("unary", &k("unary_fwd", E::SUFFIX), Launch::elementwise(n), &p)?;
+    down(dev, &out, n)
+}
+
+/// Float cast `S -> D` (f32 <-> bf16 / f16), round-to-nearest-even.
+pub fn run_cast<S: KernelFloat, D: KernelFloat>(dev: &CudaDevice, x: &[S]) -> Result<Vec<D>> {
+    let n = x.len();
+    let (dx, out) = (up(dev, x)?, dev.zeros::<D::Dev>(n)?);
+    let p = CastParams { out: dev.ptr(&out), x: dev.ptr(&dx), n: n as i64 };
+    dev.launch("cast", &format!("cast_fwd_{}_{}", S::SUFFIX, D::SUFFIX), Launch::elementwise(n), &p)?;
+    down(dev, &out, n)
+}
+
+// ---------------------------------------------------------------- reduce, softmax
+
+/// Sum (0), mean (1) or max (2) over the last dim of `(rows, cols)`.
+pub fn run_reduce<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize, op: i32) -> Result<Vec<E>> {
+    let rows = x.len() / cols.max(1);
+    let (dx, out) = (up(dev, x)?, dev.zeros::<E::Dev>(rows)?);
+    let p = ReduceParams {
+        out: dev.ptr(&out),
+        x: dev.ptr(&dx),
+        rows: rows as i64,
+        cols: i32_of("run_reduce", "cols", cols)?,
+        op,
+    };
+    dev.launch("reduce", &k("reduce_fwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    down(dev, &out, rows)
+}
+
+/// Argmax over the last dim of `(rows, cols)`.
+pub fn run_argmax<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize) -> Result<Vec<i32>> {
+    let rows = x.len() / cols.max(1);
+    let (dx, out) = (up(dev, x)?, dev.zeros::<i32>(rows)?);
+    let p = ReduceParams {
+        out: dev.ptr(&out),
+        x: dev.ptr(&dx),
+        rows: rows as i64,
+        cols: i32_of("run_argmax", "cols", cols)?,
+        op: 3,
+    };
+    dev.launch("reduce", &k("reduce_fwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    down_raw(dev, &out, rows)
+}
+
+/// Blocks of the sum-of-squares first pass (fixed, so the result is deterministic).
+pub const SUMSQ_BLOCKS: usize = 1024;
+
+/// `(sum of squares in f64, its sqrt as f32)` of `x`: the global gradient norm.
+pub fn run_sumsq(dev: &CudaDevice, x: &[f32]) -> Result<(f64, f32)> {
+    let dx = dev.upload(x)?;
+    let (sumsq, norm) = sumsq_on_device(dev, &dx, x.len())?;
+    Ok((down_raw(dev, &sumsq, 1)?[0], down_raw(dev, &norm, 1)?[0]))
+}
+
+pub(super) fn sumsq_on_device(
+    dev: &CudaDevice,
+    x: &DeviceBuffer<f32>,
+    n: usize,
+) -> Result<(DeviceBuffer<f64>, DeviceBuffer<f32>)> {
+    let partials = dev.zeros::<f64>(SUMSQ_BLOCKS)?;
+    let (sumsq, norm) = (dev.zeros::<f64>(1)?, dev.zeros::<f32>(1)?);
+    let p1 = SumSqParams { partials: dev.ptr(&partials), x: dev.ptr(x), n: n as i64 };
+    dev.launch("reduce", "reduce_sumsq_fwd_f32", Launch::linear(SUMSQ_BLOCKS as u32, 256), &p1)?;
+    let p2 = SumSqFinishParams {
+        sumsq: dev.ptr(&sumsq),
+        norm: dev.ptr(&norm),
+        partials: dev.ptr(&partials),
+        count: SUMSQ_BLOCKS as i32,
+        _pad: 0,
+    };
+    dev.launch("reduce", "reduce_sumsq_finish_f32", Launch::linear(1, 1024), &p2)?;
+    Ok((sumsq, norm))
+}
+
+/// Softmax over the last dim of `(rows, cols)`.
+pub fn run_softmax<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize) -> Result<Vec<E>> {
+    let rows = x.len() / cols.max(1);
+    let (dx, y) = (up(dev, x)?, dev.zeros::<E::Dev>(x.len())?);
+    let p = SoftmaxParams {
+        y: dev.ptr(&y),
+        x: dev.ptr(&dx),
+        rows: rows as i64,
+        cols: i32_of("run_softmax", "cols", cols)?,
+        _pad: 0,
+    };
+    dev.launch("softmax", &k("softmax_fwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    down(dev, &y, x.len())
+}
+
+/// Softmax backward `dx = y (dy - sum(dy y))`.
+pub fn run_softmax_bwd<E: KernelFloat>(dev: &CudaDevice, y: &[E], dy: &[E], cols: usize) -> Result<Vec<E>> {
+    let rows = y.len() / cols.max(1);
+    let (d_y, d_dy, dx) = (up(dev, y)?, up(dev, dy)?, dev.zeros::<E::Dev>(y.len())?);
+    let p = SoftmaxBwdParams {
+        dx: dev.ptr(&dx),
+        y: dev.ptr(&d_y),
+        dy: dev.ptr(&d_dy),
+        rows: rows as i64,
+        cols: i32_of("run_softmax_bwd", "cols", cols)?,
+        _pad: 0,
+    };
+    dev.launch("softmax", &k("softmax_bwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    down(dev, &dx, y.len())
+}
