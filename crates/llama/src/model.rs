@@ -15,7 +15,7 @@ use crate::{Error, LlamaConfig, Result, WeightSource};
 use autograd::{ops as aops, Tape, Var};
 use nf4::{Nf4Weight, QuantConfig};
 use std::sync::Arc;
-use tensor::{ops as tops, Rng, Tensor};
+use tensor::{ops as tops, DType, Rng, Tensor};
 
 /// A frozen projection weight `(out, in)`.
 pub enum Linear {
@@ -27,6 +27,10 @@ impl Linear {
     /// `x (N, in) -> (N, out)`; a gradient flows to `x` only.
     fn forward(&self, x: &Var) -> Result<Var> {
         Ok(match self {
+            Linear::Dense(w) if x.dtype() != w.dtype() => {
+                // bf16/f16 activations against an f32 weight: multiply in f32, store in x's dtype.
+                x.to_dtype(w.dtype())?.matmul(&Var::constant(w.t()?))?.to_dtype(x.dtype())?
+            }
             Linear::Dense(w) => x.matmul(&Var::constant(w.t()?))?,
             Linear::Quant(w) => nf4::linear::nf4_linear(x, w)?,
         })
@@ -153,6 +157,9 @@ pub struct Model {
     pub norm: Tensor,
     /// `(V, C)`; `None` when tied to the embedding.
     pub lm_head: Option<Tensor>,
+    /// The dtype activations are stored in between ops (every op computes in f32 and rounds once
+    /// to it); the logits are always f32. F32 by default; BF16/F16 halve activation memory.
+    pub compute_dtype: DType,
 }
 
 /// Shape constants a layer needs, copied into checkpointed closures.
@@ -242,7 +249,7 @@ impl Model {
         } else {
             return Err(Error::tensor(src.path(), "lm_head.weight", "missing and tie_word_embeddings is false"));
         };
-        Ok(Model { config: cfg, embed, layers, norm, lm_head })
+        Ok(Model { config: cfg, embed, layers, norm, lm_head, compute_dtype: DType::F32 })
     }
 
     /// Bytes held by the frozen weights (quantized where quantized).
@@ -293,7 +300,7 @@ impl Model {
             eps: cfg.rms_norm_eps as f32,
         };
         let ids_t = Tensor::from_vec(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [ids.len()])?;
-        let mut x = Var::constant(tops::index::embedding(&self.embed, &ids_t)?); // (N, C)
+        let mut x = Var::constant(tops::index::embedding(&self.embed, &ids_t)?.to_dtype(self.compute_dtype)?); // (N, C)
         let (cos, sin) = tops::rope::tables(cfg.head_dim, cfg.rope_theta, pos0, t)?;
         if let Some(c) = cache.as_deref_mut() {
             c.kv.resize_with(self.layers.len(), || None);
@@ -303,7 +310,7 @@ impl Model {
             let (scale, p, seed) = lora.map_or((0.0, 0.0, 0), |lv| {
                 (lv.scale, lv.dropout, lv.dropout_seed ^ (l as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             });
-            let lora_cfg = LayerLora { scale, dropout: p, seed };
+            let lora_cfg = LayerLora { scale, dropout: p, seed, dtype: self.compute_dtype };
             match cache.as_deref_mut() {
                 Some(c) => {
                     let slot = &mut c.kv[l];
@@ -331,7 +338,8 @@ impl Model {
                 None => x = layer_forward(layer, &x, &adapters, lora_cfg, dims, &cos, &sin, None)?,
             }
         }
-        Ok(aops::rmsnorm(&x, &Var::constant(self.norm.clone()), dims.eps)?)
+        let h = aops::rmsnorm(&x, &Var::constant(self.norm.clone()), dims.eps)?;
+        Ok(if h.dtype() == DType::F32 { h } else { h.to_dtype(DType::F32)? })
     }
 
     /// Logits `(N, V)` for `ids` `(B, T)`.
@@ -386,6 +394,8 @@ struct LayerLora {
     scale: f32,
     dropout: f32,
     seed: u64,
+    /// Activation dtype; the f32 adapters are cast to it (differentiably) when it differs.
+    dtype: DType,
 }
 
 /// `x (N, in)` through projection `i` of `layer` plus its adapter, if any.
@@ -399,10 +409,12 @@ fn proj(layer: &Layer, i: usize, x: &Var, ad: &Option<(Var, Var)>, lc: LayerLora
         let keep = 1.0 - lc.dropout;
         let mask: Vec<f32> =
             (0..x.value().elem_count()).map(|_| if rng.uniform() < keep { 1.0 / keep } else { 0.0 }).collect();
-        x.mul(&Var::constant(Tensor::from_vec(mask, x.dims().to_vec())?))?
+        x.mul(&Var::constant(Tensor::from_vec(mask, x.dims().to_vec())?.to_dtype(x.dtype())?))?
     } else {
         x.clone()
     };
+    let (a, b) =
+        if a.dtype() == lc.dtype { (a.clone(), b.clone()) } else { (a.to_dtype(lc.dtype)?, b.to_dtype(lc.dtype)?) };
     let lo = xin.matmul(&a.t()?)?.matmul(&b.t()?)?.scale(lc.scale)?;
     Ok(base.add(&lo)?)
 }

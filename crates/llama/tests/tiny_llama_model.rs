@@ -168,3 +168,34 @@ fn bad_ids_and_lengths_are_errors() {
     let long = vec![1u32; 129];
     assert!(model.forward(&long, 1, None, None, false).unwrap_err().to_string().contains("context"));
 }
+
+#[test]
+fn bf16_and_f16_activations_stay_close_to_f32_and_train() {
+    let r = Reference::load();
+    let src = WeightSource::open(fixture("")).unwrap();
+    let mut model = Model::load(&src, Some(&nf4_cfg())).unwrap();
+    let adapter = LoraParams::load_peft(&fixture("adapter"), &model.config).unwrap();
+    let tokens = r.tokens();
+    let labels: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+    let want = r.f32("logits_qlora_spec");
+    // Rounding every activation to 8 (bf16) or 11 (f16) mantissa bits moves the logits by a few
+    // ulps of that format relative to their scale; the loss and gradients must stay usable.
+    for (dtype, rel) in [(tensor::DType::BF16, 3e-2f32), (tensor::DType::F16, 4e-3)] {
+        model.compute_dtype = dtype;
+        let logits = model.forward(&tokens, 1, Some(&LoraVars::constants(&adapter).unwrap()), None, false).unwrap();
+        assert_eq!(logits.dtype(), tensor::DType::F32, "logits are f32 whatever the activations");
+        assert_close(&format!("{dtype:?} logits"), &logits.value().to_vec::<f32>().unwrap(), &want, rel, 0.0);
+        let tape = Tape::new();
+        let vars = LoraVars::leaves(&tape, &adapter, 0).unwrap();
+        let loss = model.loss(&tokens, &labels, 1, Some(&vars), true, None).unwrap();
+        let l = loss.value().to_scalar().unwrap() as f64;
+        assert!((l - 5.647463).abs() <= 10.0 * rel as f64, "{dtype:?} loss {l}");
+        let grads = tape.backward(&loss).unwrap();
+        let mut flat = vec![0.0f32; adapter.len()];
+        vars.accumulate_grads(&grads, &mut flat).unwrap();
+        for s in &adapter.slots {
+            let name = format!("grad.{}", s.peft_key('B'));
+            assert_close(&format!("{dtype:?} {name}"), &flat[s.b.clone()], &r.f32(&name), 10.0 * rel, 1e-6);
+        }
+    }
+}

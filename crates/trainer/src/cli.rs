@@ -108,7 +108,8 @@ pub struct TrainArgs {
     pub target_modules: String,
     #[command(flatten)]
     pub quant: QuantArgs,
-    /// f32 (bf16 and f16 activations are not supported on the CPU yet).
+    /// Activation dtype: f32, bf16 or f16 (ops compute in f32 either way; logits and the LoRA
+    /// weights stay f32).
     #[arg(long, default_value = "f32")]
     pub compute_dtype: String,
     /// adamw, paged-adamw or paged-adamw-8bit.
@@ -225,6 +226,7 @@ impl TrainArgs {
             quant,
             optimizer: self.optimizer.clone(),
             gradient_checkpointing: self.gradient_checkpointing,
+            compute_dtype: self.compute_dtype.parse().map_err(|e| format!("--compute-dtype: {e}"))?,
             seed: self.seed,
             shuffle: self.shuffle,
             train_on_source: self.train_on_source,

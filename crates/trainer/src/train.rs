@@ -41,6 +41,8 @@ pub struct TrainConfig {
     pub quant: Option<nf4::QuantConfig>,
     pub optimizer: String,
     pub gradient_checkpointing: bool,
+    /// Activation dtype between ops (f32, bf16, f16).
+    pub compute_dtype: tensor::DType,
     pub seed: u64,
     pub shuffle: bool,
     pub train_on_source: bool,
@@ -240,9 +242,10 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         ))
     );
     let bar = progress_bar(cfg.verbose, mcfg.num_hidden_layers as u64, "loading");
-    let model = Model::load_with_progress(&src, cfg.quant.as_ref(), &mut |d, _| bar.set_position(d as u64))
+    let mut model = Model::load_with_progress(&src, cfg.quant.as_ref(), &mut |d, _| bar.set_position(d as u64))
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
+    model.compute_dtype = cfg.compute_dtype;
     drop(src);
 
     let mut rng = Rng::new(cfg.seed);
@@ -275,7 +278,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     }
 
     // The memory plan, before any step runs.
-    let act = activation_bytes(&mcfg, cfg.batch_size, cfg.seq_len);
+    let act = activation_bytes(&mcfg, cfg.batch_size, cfg.seq_len, cfg.compute_dtype.size_in_bytes() as u64);
     say!(cfg, "memory plan:\n  quantized base weights {}\n  LoRA parameters {} ({} params) + gradients {}\n  optimizer state ({}) {}\n  activations at seq {} x batch {}: {} without checkpointing, {} with{}",
         human_bytes(model.weight_bytes() as u64), human_bytes(4 * n as u64), n, human_bytes(4 * n as u64), cfg.optimizer,
         human_bytes(opt.state_bytes() as u64), cfg.seq_len, cfg.batch_size, human_bytes(act.0), human_bytes(act.1),
@@ -414,17 +417,18 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     Ok(TrainSummary { steps: steps_done, losses, final_eval_loss: last_eval, params, interrupted, peak_rss })
 }
 
-/// Activation bytes of one micro-batch, `(without, with)` gradient checkpointing: f32 tensors
+/// Activation bytes of one micro-batch, `(without, with)` gradient checkpointing: tensors of `elem` bytes
 /// saved for backward per token per layer (norm outputs, q/k/v and their rotations, attention
 /// output, MLP gate/up/product), plus the logits and their gradient.
-pub fn activation_bytes(m: &llama::LlamaConfig, batch: usize, seq: usize) -> (u64, u64) {
+pub fn activation_bytes(m: &llama::LlamaConfig, batch: usize, seq: usize, elem: u64) -> (u64, u64) {
     let tokens = (batch * seq) as u64;
     let (c, f) = (m.hidden_size as u64, m.intermediate_size as u64);
     let qkv = ((m.num_attention_heads + 2 * m.num_key_value_heads) * m.head_dim) as u64;
-    let per_layer = 4 * tokens * (6 * c + 2 * qkv + 4 * f);
+    let per_layer = elem * tokens * (6 * c + 2 * qkv + 4 * f);
+    // The logits and their gradient are f32 whatever the activation dtype.
     let head = 4 * tokens * 2 * m.vocab_size as u64;
     let layers = m.num_hidden_layers as u64;
-    (per_layer * layers + head, 4 * tokens * c * layers + per_layer + head)
+    (per_layer * layers + head, elem * tokens * c * layers + per_layer + head)
 }
 
 fn progress_bar(visible: bool, len: u64, what: &str) -> indicatif::ProgressBar {

@@ -52,6 +52,7 @@ fn config(data: PathBuf, out: PathBuf, steps: usize) -> TrainConfig {
         quant: Some(nf4::QuantConfig::default()),
         optimizer: "paged-adamw".into(),
         gradient_checkpointing: true,
+        compute_dtype: tensor::DType::F32,
         seed: 3,
         shuffle: true,
         train_on_source: false,
