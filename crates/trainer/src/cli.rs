@@ -376,5 +376,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
 fn run_train(a: &TrainArgs) -> Result<(), String> {
     let cfg = a.to_config()?;
     crate::train::install_ctrlc();
-    crate::train::train(&cfg).map(|_| ())
+    let summary = crate::train::train(&cfg)?;
+    if summary.interrupted {
+        return Err(format!("interrupted after step {}; the checkpoint above resumes it", summary.steps));
+    }
+    Ok(())
 }
