@@ -254,8 +254,8 @@ pub struct LogitsArgs {
     #[command(flatten)]
     pub quant: QuantArgs,
     /// Comma-separated token ids (no BOS is added).
-    #[arg(long, value_parser = parse_tokens)]
-    pub tokens: Vec<u32>,
+    #[arg(long)]
+    pub tokens: String,
     /// Output safetensors file with `logits` (f32, [T, vocab]).
     #[arg(long)]
     pub output: PathBuf,
@@ -332,12 +332,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Some(Command::Quantize(a)) => crate::quantize::run(&a),
         Some(Command::Logits(a)) => {
             check_model(&a.model)?;
-            if a.tokens.is_empty() {
-                return Err("--tokens: give at least one token id".into());
-            }
+            let tokens = parse_tokens(&a.tokens)?;
             let l = commands::load(&a.model, a.adapter.as_deref(), a.quant.config()?.as_ref())?;
-            commands::logits(&l, &a.tokens, &a.output)?;
-            eprintln!("wrote logits [{}, {}] to {}", a.tokens.len(), l.model.config.vocab_size, a.output.display());
+            commands::logits(&l, &tokens, &a.output)?;
+            eprintln!("wrote logits [{}, {}] to {}", tokens.len(), l.model.config.vocab_size, a.output.display());
             Ok(())
         }
         Some(Command::Eval(a)) => {
