@@ -301,6 +301,11 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     let mut losses = Vec::new();
     let mut last_loss = resumed.as_ref().map_or(f64::NAN, |(_, s)| s.last_loss);
     let mut last_eval = None;
+    if cfg.verbose && start == 0 && !eval_ex.is_empty() && total_steps > 0 {
+        // The baseline the run's eval losses are compared against.
+        let ev = evaluate(&model, Some(&params), &eval_ex, cfg.batch_size)?;
+        say!(cfg, "before training: eval loss {ev:.4}, perplexity {:.2}", ev.exp());
+    }
     let bar = progress_bar(cfg.verbose, total_steps as u64, "training");
     bar.set_position(start as u64);
     let base_name = cfg.model.to_string_lossy().to_string();
