@@ -215,17 +215,39 @@ impl LoraParams {
             _ => return Err(Error::config(&cfg_path, "target_modules", "missing or not a list of module names")),
         };
         let names: Vec<&str> = targets.iter().map(String::as_str).collect();
-        let config = LoraConfig::new(
-            num("r")? as usize,
-            num("lora_alpha")? as f32,
-            num("lora_dropout").unwrap_or(0.0) as f32,
-            &names,
-        )
-        .map_err(|e| Error::config(&cfg_path, "target_modules", e))?;
+        let r = num("r")?;
+        if !(r >= 1.0 && r.fract() == 0.0 && r <= u32::MAX as f64) {
+            return Err(Error::config(&cfg_path, "r", format!("{r} is not a positive integer rank")));
+        }
+        let config =
+            LoraConfig::new(r as usize, num("lora_alpha")? as f32, num("lora_dropout").unwrap_or(0.0) as f32, &names)
+                .map_err(|e| Error::config(&cfg_path, "target_modules", e))?;
         let st_path = dir.join("adapter_model.safetensors");
         let bytes = std::fs::read(&st_path).map_err(|e| Error::io(&st_path, e))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::format(&st_path, format!("invalid safetensors: {e}")))?;
+        // Size the adapter before allocating it: every parameter takes at least 2 bytes on disk,
+        // so a rank the file cannot hold is refused here rather than allocated.
+        let per_layer = config.targets.iter().try_fold(0usize, |acc, &t| {
+            let (out_f, in_f) = proj_shape(model, t);
+            in_f.checked_add(out_f).and_then(|s| s.checked_mul(config.r)).and_then(|s| acc.checked_add(s))
+        });
+        let fits = per_layer
+            .and_then(|n| n.checked_mul(model.num_hidden_layers))
+            .and_then(|n| n.checked_mul(2))
+            .is_some_and(|need| need <= bytes.len());
+        if !fits {
+            return Err(Error::config(
+                &cfg_path,
+                "r",
+                format!(
+                    "rank {} needs more parameters than {} holds ({} bytes)",
+                    config.r,
+                    st_path.display(),
+                    bytes.len()
+                ),
+            ));
+        }
         let mut p = Self::zeros(model, config);
         let slots = p.slots.clone();
         for s in &slots {

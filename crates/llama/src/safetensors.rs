@@ -303,10 +303,14 @@ fn parse_header(buf: &[u8], path: &Path, file: usize) -> Result<Header> {
                 "data_offsets [{begin}, {end}] lie outside the {data_len} data bytes (truncated file?)"
             )));
         }
-        let need = shape
+        // The product of the non-zero dims must fit too: a 0-element tensor of shape
+        // [0, 2^40, 2^40] still has strides that overflow.
+        let full = shape
             .iter()
+            .filter(|&&d| d != 0)
             .try_fold(esize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| tbad(format!("shape {shape:?} overflows")))?;
+        let need = if shape.contains(&0) { 0 } else { full };
         if need != end - begin {
             return Err(tbad(format!("{} bytes for shape {shape:?} of {dtype_name}, expected {need}", end - begin)));
         }

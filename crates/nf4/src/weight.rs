@@ -156,7 +156,13 @@ impl Nf4Weight {
         if !dtype.is_float() {
             return Err(Error::state(name, format!("dtype {} is not a float type (f32, bf16, f16)", dtype.as_str())));
         }
-        let n: usize = shape.iter().product();
+        // Checked (zero dims aside, so strides fit too): a wrapped count could match the codes.
+        let n = shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .map(|n| if shape.contains(&0) { 0 } else { n })
+            .ok_or_else(|| Error::state(name, format!("element count of shape {shape:?} overflows")))?;
         if packed.len() != n.div_ceil(2) {
             return Err(Error::state(
                 name,

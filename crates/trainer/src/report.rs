@@ -61,10 +61,16 @@ impl MetricsLog {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let mut file = std::fs::File::create(path)?;
+        // Rewrite through a temporary file and a rename: truncating in place would lose the kept
+        // steps if the process were killed before writing them back.
+        let tmp = path.with_extension(format!("jsonl.tmp.{}", std::process::id()));
+        let mut t = std::fs::File::create(&tmp)?;
         for l in kept {
-            writeln!(file, "{l}")?;
+            writeln!(t, "{l}")?;
         }
+        t.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
         Ok(MetricsLog { file })
     }
     /// Write one step.

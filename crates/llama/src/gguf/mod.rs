@@ -183,11 +183,15 @@ impl GgufFile {
         let mut tensor_index = HashMap::with_capacity(raw.len());
         for (name, ne, ty, rel) in raw {
             let bad = |msg: String| Error::tensor(path, &name, msg);
-            let n = ne
+            // Zero dims aside, the product must fit: [0, 2^40, 2^40] holds nothing but its
+            // strides overflow.
+            let nonzero = ne
                 .iter()
+                .filter(|&&d| d != 0)
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
                 .filter(|&n| usize::try_from(n).is_ok())
                 .ok_or_else(|| bad(format!("element count of {ne:?} overflows")))?;
+            let n = if ne.contains(&0) { 0 } else { nonzero };
             if rel % alignment != 0 {
                 return Err(bad(format!("offset {rel} is not a multiple of the alignment {alignment}")));
             }
