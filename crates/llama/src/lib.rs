@@ -24,6 +24,7 @@ pub mod generate;
 pub mod gguf;
 pub mod lora;
 pub mod model;
+pub mod random;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod weights;

@@ -32,6 +32,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Fold an adapter into the dequantized base and write a Hugging Face model directory.
     Merge(MergeArgs),
+    /// Time QLoRA steps on a random model of a preset shape (the PyTorch comparison's side).
+    BenchStep(crate::bench_step::BenchStepArgs),
 }
 
 /// The quantization flags shared by `train`, `logits`, `eval` and `generate`.
@@ -330,6 +332,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         None => run_train(&cli.train),
         Some(Command::Train(a)) => run_train(&a),
         Some(Command::Quantize(a)) => crate::quantize::run(&a),
+        Some(Command::BenchStep(a)) => crate::bench_step::run(&a),
         Some(Command::Logits(a)) => {
             check_model(&a.model)?;
             let tokens = parse_tokens(&a.tokens)?;
