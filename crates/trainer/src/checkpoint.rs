@@ -41,6 +41,7 @@ pub fn save(
     state: &TrainerState,
     base_model: Option<&str>,
 ) -> Result<PathBuf, String> {
+    recover(out)?;
     let dir = out.join(format!("checkpoint-{}", state.step));
     let tmp = out.join(format!(".checkpoint-{}.tmp-{}", state.step, std::process::id()));
     if tmp.exists() {
@@ -126,6 +127,29 @@ pub fn load(dir: &Path, model: &LlamaConfig) -> Result<(LoraParams, OptimizerSta
     Ok((params, opt, state))
 }
 
+/// Tidy what a killed process left under `out`: an incomplete `.checkpoint-N.tmp-PID` is
+/// removed; a `.checkpoint-N.old-PID` (moved aside while step N was saved again) is put back as
+/// `checkpoint-N` when the new one never arrived, and removed otherwise.
+pub fn recover(out: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix(".checkpoint-") else { continue };
+        let path = e.path();
+        if rest.contains(".tmp-") {
+            std::fs::remove_dir_all(&path).map_err(|err| io(&path, err))?;
+        } else if let Some((step, _)) = rest.split_once(".old-") {
+            let dir = out.join(format!("checkpoint-{step}"));
+            if dir.exists() {
+                std::fs::remove_dir_all(&path).map_err(|err| io(&path, err))?;
+            } else {
+                std::fs::rename(&path, &dir).map_err(|err| io(&dir, err))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The newest complete `checkpoint-N` under `out`, if any.
 pub fn latest(out: &Path) -> Option<PathBuf> {
     std::fs::read_dir(out)
@@ -138,4 +162,27 @@ pub fn latest(out: &Path) -> Option<PathBuf> {
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recover_removes_partial_writes_and_restores_a_moved_aside_checkpoint() {
+        let out = std::env::temp_dir().join(format!("qlora-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        for d in [".checkpoint-4.tmp-77", ".checkpoint-3.old-77", "checkpoint-2", ".checkpoint-2.old-78"] {
+            std::fs::create_dir_all(out.join(d)).unwrap();
+            std::fs::write(out.join(d).join("marker"), d).unwrap();
+        }
+        recover(&out).unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        names.sort();
+        assert_eq!(names, vec!["checkpoint-2", "checkpoint-3"]);
+        assert_eq!(std::fs::read_to_string(out.join("checkpoint-3/marker")).unwrap(), ".checkpoint-3.old-77");
+        assert_eq!(std::fs::read_to_string(out.join("checkpoint-2/marker")).unwrap(), "checkpoint-2");
+        assert_eq!(latest(&out).unwrap(), out.join("checkpoint-3"));
+    }
 }

@@ -200,6 +200,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     std::fs::write(&probe, b"ok")
         .map_err(|e| format!("{}: output directory is not writable: {e}", cfg.out.display()))?;
     let _ = std::fs::remove_file(&probe);
+    checkpoint::recover(&cfg.out)?;
 
     let src = llama::WeightSource::open(&cfg.model).map_err(|e| e.to_string())?;
     let mcfg = src.config().clone();
