@@ -45,7 +45,9 @@ pub(crate) const FP4_SORTED_MIDPOINT_BITS: [u32; 15] = [
     0x3db00000, 0x3e555556, 0x3e955556, 0x3ed55556, 0x3f155556, 0x3f555556,
 ];
 pub(crate) const FP4_SORTED_TO_CODE: [u8; 16] = [11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3];
-pub(crate) const DYNAMIC_MAP_BITS: [u32; 256] = [
+/// `create_dynamic_map(signed=True)` as fp32 bit patterns (reference/vectors/codebooks.json);
+/// also the signed state map of the 8-bit optimizers.
+pub const DYNAMIC_MAP_BITS: [u32; 256] = [
     0xbf7e3333, 0xbf7a999a, 0xbf770000, 0xbf736666, 0xbf6fcccd, 0xbf6c3333, 0xbf68999a, 0xbf650000, 0xbf616666,
     0xbf5dcccd, 0xbf5a3333, 0xbf56999a, 0xbf530000, 0xbf4f6666, 0xbf4bcccd, 0xbf483333, 0xbf44999a, 0xbf410000,
     0xbf3d6666, 0xbf39cccd, 0xbf363334, 0xbf32999a, 0xbf2f0000, 0xbf2b6666, 0xbf27cccd, 0xbf243334, 0xbf20999a,

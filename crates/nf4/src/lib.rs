@@ -34,8 +34,8 @@ mod serialize;
 mod weight;
 
 pub use codebook::{
-    check_blocksize, dynamic_map, dynamic_map_midpoints, QuantTraits, QuantType, DEFAULT_BLOCKSIZE, MAX_BLOCKSIZE,
-    MIN_BLOCKSIZE, NESTED_BLOCKSIZE, QUANT_TYPES,
+    check_blocksize, dynamic_map, dynamic_map_midpoints, QuantTraits, QuantType, DEFAULT_BLOCKSIZE, DYNAMIC_MAP_BITS,
+    MAX_BLOCKSIZE, MIN_BLOCKSIZE, NESTED_BLOCKSIZE, QUANT_TYPES,
 };
 pub use double_quant::{
     double_quantize, mean_offset, quantize_dynamic_blocks, restore_absmax, restore_absmax_into, NestedAbsmax,
