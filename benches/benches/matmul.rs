@@ -20,6 +20,14 @@ fn matmul(c: &mut Criterion) {
         (1024, 1024, 1024, false, DType::BF16),
         (256, 576, 1536, true, DType::F32),
         (256, 512, 32000, true, DType::F32),
+        (256, 32000, 512, false, DType::F32),
+        (64, 512, 32000, true, DType::F32),
+        (256, 512, 1376, true, DType::F32),
+        (256, 512, 1376, false, DType::F32),
+        (256, 512, 32000, false, DType::F32),
+        (256, 512, 8, true, DType::F32),
+        (256, 8, 512, true, DType::F32),
+        (8, 256, 512, false, DType::F32),
     ];
     for (m, k, n, wt, dtype) in cases {
         let a = Tensor::randn([m, k], 1.0, &mut rng).to_dtype(dtype).unwrap();

@@ -27,6 +27,7 @@ mod custom;
 mod grad_mode;
 mod gradcheck;
 pub mod ops;
+pub mod profile;
 mod tape;
 mod var;
 

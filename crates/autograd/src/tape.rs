@@ -114,6 +114,7 @@ impl Tape {
     /// Append a node producing `out` from `inputs` and return the output var (internal; ops and
     /// [`crate::custom_op`] call this through [`record`]).
     fn push(&self, op: &'static str, inputs: Vec<Option<(usize, Shape)>>, out: Tensor, backward: BackwardFn) -> Var {
+        crate::profile::forward(op);
         let mut inner = self.inner.borrow_mut();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -163,7 +164,11 @@ impl Tape {
             let Some(g) = grads.remove(&out) else {
                 continue; // `out` does not depend on this node; dropping it frees what it saved.
             };
+            let t0 = crate::profile::is_on().then(std::time::Instant::now);
             let input_grads = backward(&g).map_err(|e| Error::invalid(op, format!("backward: {e}")))?;
+            if let Some(t0) = t0 {
+                crate::profile::backward(op, t0.elapsed());
+            }
             drop(g);
             if input_grads.len() != inputs.len() {
                 return Err(Error::invalid(

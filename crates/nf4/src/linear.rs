@@ -1,7 +1,8 @@
-//! The fused NF4 linear: `y = x·deq(W)ᵀ` and its input gradient `dx = dy·deq(W)`, computed tile
-//! by tile: each rayon task dequantizes a few rows (forward) or a column slab (backward) of W
-//! into a small f32 buffer and multiplies it with the `gemm` crate, so the whole dequantized W
-//! never exists. Shapes: x (N, in) (any leading dims flattened into N), W (out, in), y (N, out).
+//! The NF4 linear: `y = x·deq(W)ᵀ` and its input gradient `dx = dy·deq(W)`, computed slab by
+//! slab: up to 16 MiB of rows of W are dequantized (in parallel) into a buffer the calling thread
+//! keeps and reuses, then multiplied by one multi-threaded `gemm` call (forward: a column block of
+//! y; backward: accumulated into dx). A small model's weight is one slab; a 7B one's MLP weight is
+//! eleven; the dequantized model never exists. Shapes: x (N, in) (any leading dims flattened into N), W (out, in), y (N, out).
 //!
 //! Reference: bitsandbytes 0.50.2 `autograd/_functions.py: MatMul4Bit` (forward
 //! `linear(A, dequantize_4bit(B).t())`, backward `grad_A = grad_output @ dequantize_4bit(B)`,
@@ -18,9 +19,6 @@ use crate::quantize::decode_chunk;
 use crate::weight::Nf4Weight;
 use crate::{Error, Result};
 
-/// f32 elements of W dequantized per task buffer (256 KiB: stays in L2).
-const TILE_ELEMS: usize = 1 << 16;
-
 /// `(out, in)` of a 2-D weight, or an error naming it.
 fn weight_dims(w: &Nf4Weight) -> Result<(usize, usize)> {
     match w.shape() {
@@ -31,7 +29,7 @@ fn weight_dims(w: &Nf4Weight) -> Result<(usize, usize)> {
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` in f32, with element strides (`rs` between rows,
 /// `cs` between columns). Checks that every index reached lies inside its slice, then calls
-/// `gemm` single-threaded (callers parallelise over tiles).
+/// `gemm` with `par`.
 #[allow(clippy::too_many_arguments)]
 fn gemm_f32(
     (m, n, k): (usize, usize, usize),
@@ -42,6 +40,7 @@ fn gemm_f32(
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
+    par: gemm::Parallelism,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -87,24 +86,55 @@ fn gemm_f32(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
     Ok(())
 }
 
-/// Transpose `src` (rows, cols) into a new (cols, rows) vector, in parallel over output rows.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * cols];
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    out.par_chunks_mut(rows).enumerate().for_each(|(c, o)| {
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = src[r * cols + c];
+/// f32 elements of W dequantized at a time (16 MiB): a whole weight of a small model, a slab of
+/// rows of a big one; the buffer is kept per thread and reused, never the whole model.
+const SLAB_ELEMS: usize = 1 << 22;
+/// Elements each rayon task dequantizes.
+const DECODE_CHUNK: usize = 1 << 14;
+
+thread_local! {
+    /// The calling thread's dequantization buffer, grown once and reused by every call.
+    static SLAB: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows of W per slab: as many as fit in [`SLAB_ELEMS`], at least one.
+fn slab_rows(out_f: usize, in_f: usize) -> usize {
+    (SLAB_ELEMS / in_f).clamp(1, out_f)
+}
+
+/// Run `f(r0, rows, slab)` for each slab of rows of deq(W), in order, dequantizing each slab in
+/// parallel into this thread's reused buffer.
+fn for_each_slab(w: &Nf4Weight, absmax: &[f32], mut f: impl FnMut(usize, usize, &[f32]) -> Result<()>) -> Result<()> {
+    let (out_f, in_f) = weight_dims(w)?;
+    let code = w.quant_type().traits().dequant_code();
+    let (packed, bs) = (w.packed(), w.blocksize());
+    let per = slab_rows(out_f, in_f);
+    SLAB.with(|cell| {
+        // A nested call (none today) would find the buffer borrowed: give it its own.
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut().ok();
+        let buf = guard.as_deref_mut().unwrap_or(&mut own);
+        if buf.len() < per * in_f {
+            buf.resize(per * in_f, 0.0);
         }
-    });
-    out
+        let mut r0 = 0;
+        while r0 < out_f {
+            let rows = per.min(out_f - r0);
+            let slab = &mut buf[..rows * in_f];
+            slab.par_chunks_mut(DECODE_CHUNK)
+                .enumerate()
+                .for_each(|(i, c)| decode_chunk(packed, absmax, bs, &code, r0 * in_f + i * DECODE_CHUNK, c));
+            f(r0, rows, slab)?;
+            r0 += rows;
+        }
+        Ok(())
+    })
 }
 
 /// Forward on f32 slices: `x` (n, in) row-major, returns `y` (n, out). `absmax` is the
@@ -112,62 +142,41 @@ fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub fn forward_f32(x: &[f32], n: usize, w: &Nf4Weight, absmax: &[f32]) -> Result<Vec<f32>> {
     let (out_f, in_f) = weight_dims(w)?;
     check_len(w.name(), "x", x.len(), n * in_f)?;
+    let mut y = vec![0f32; n * out_f];
     if n == 0 || out_f == 0 || in_f == 0 {
-        return Ok(vec![0f32; n * out_f]);
+        return Ok(y);
     }
-    let code = w.quant_type().traits().dequant_code();
-    let (packed, bs) = (w.packed(), w.blocksize());
-    // At least 64 rows per tile so each GEMM has a useful M, at most ~1 MiB of buffer.
-    let tile = (4 * TILE_ELEMS / in_f).clamp(1, 64.max(TILE_ELEMS / in_f));
-    // yᵀ (out, n): each task owns `tile` contiguous rows of it.
-    let mut yt = vec![0f32; out_f * n];
-    yt.par_chunks_mut(tile * n).enumerate().try_for_each_init(
-        || vec![0f32; tile * in_f],
-        |buf, (t, ych)| {
-            let rows = ych.len() / n;
-            let wt = &mut buf[..rows * in_f];
-            decode_chunk(packed, absmax, bs, &code, t * tile * in_f, wt);
-            // yᵀ[rows] (rows, n) = W_tile (rows, in) · xᵀ (in, n)
-            gemm_f32((rows, n, in_f), ych, (n, 1), false, wt, (in_f, 1), x, (1, in_f))
-        },
-    )?;
-    Ok(transpose(&yt, out_f, n))
+    for_each_slab(w, absmax, |r0, rows, slab| {
+        // y[:, r0..r0+rows] (n, rows) = x (n, in) · slabᵀ (in, rows)
+        let par = par(n * rows * in_f);
+        gemm_f32((n, rows, in_f), &mut y[r0..], (out_f, 1), false, x, (in_f, 1), slab, (1, in_f), par)
+    })?;
+    Ok(y)
 }
 
 /// Backward on f32 slices: `dy` (n, out) row-major, returns `dx = dy·deq(W)` (n, in).
 pub fn backward_f32(dy: &[f32], n: usize, w: &Nf4Weight, absmax: &[f32]) -> Result<Vec<f32>> {
     let (out_f, in_f) = weight_dims(w)?;
     check_len(w.name(), "dy", dy.len(), n * out_f)?;
+    let mut dx = vec![0f32; n * in_f];
     if n == 0 || out_f == 0 || in_f == 0 {
-        return Ok(vec![0f32; n * in_f]);
+        return Ok(dx);
     }
-    let code = w.quant_type().traits().dequant_code();
-    let (packed, bs) = (w.packed(), w.blocksize());
-    // Column slabs of W (= row slabs of dxᵀ), enough of them to keep every thread busy.
-    let tasks = 4 * rayon::current_num_threads();
-    let slab = in_f.div_ceil(tasks).clamp(64.min(in_f), 1024);
-    let rows_per_tile = (TILE_ELEMS / slab).max(1);
-    let mut dxt = vec![0f32; in_f * n];
-    dxt.par_chunks_mut(slab * n).enumerate().try_for_each_init(
-        || vec![0f32; rows_per_tile * slab],
-        |buf, (s, dch)| {
-            let (c0, cw) = (s * slab, dch.len() / n);
-            let mut r0 = 0;
-            while r0 < out_f {
-                let rows = rows_per_tile.min(out_f - r0);
-                for r in 0..rows {
-                    let start = (r0 + r) * in_f + c0;
-                    decode_chunk(packed, absmax, bs, &code, start, &mut buf[r * cw..(r + 1) * cw]);
-                }
-                // dxᵀ[slab] (cw, n) += W_tileᵀ (cw, rows) · dyᵀ[r0..r0+rows] (rows, n)
-                let lhs = &buf[..rows * cw];
-                gemm_f32((cw, n, rows), dch, (n, 1), r0 > 0, lhs, (1, cw), &dy[r0..], (1, out_f))?;
-                r0 += rows;
-            }
-            Ok::<(), Error>(())
-        },
-    )?;
-    Ok(transpose(&dxt, in_f, n))
+    for_each_slab(w, absmax, |r0, rows, slab| {
+        // dx (n, in) [+]= dy[:, r0..r0+rows] (n, rows) · slab (rows, in)
+        let par = par(n * rows * in_f);
+        gemm_f32((n, in_f, rows), &mut dx, (in_f, 1), r0 > 0, &dy[r0..], (out_f, 1), slab, (in_f, 1), par)
+    })?;
+    Ok(dx)
+}
+
+/// Threads for one product of `macs` multiply-adds: all of rayon's above a small size.
+fn par(macs: usize) -> gemm::Parallelism {
+    if macs < 1 << 16 || rayon::current_num_threads() == 1 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    }
 }
 
 fn check_len(name: &str, what: &str, got: usize, want: usize) -> Result<()> {

@@ -62,6 +62,9 @@ pub struct BenchStepArgs {
     /// No per-layer progress lines.
     #[arg(long, default_value_t = false)]
     pub quiet: bool,
+    /// Print where the timed steps spend their time, op by op (forward and backward wall time).
+    #[arg(long, default_value_t = false)]
+    pub profile: bool,
 }
 
 /// What a bench run measured.
@@ -180,17 +183,24 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
     let mut grads = vec![0.0f32; n];
     let mut data_rng = Rng::new(a.seed.wrapping_add(1));
     let (mut timed, mut losses) = (0.0f64, Vec::new());
+    let mut opt_s = 0.0f64;
     for step in 0..a.warmup_steps + a.steps {
+        if a.profile && step == a.warmup_steps {
+            autograd::profile::enable();
+        }
         let ids: Vec<u32> = (0..tokens).map(|_| data_rng.below(mcfg.vocab_size) as u32).collect();
         let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
         let batch = Batch { input_ids: ids, labels, batch: a.batch_size, seq: a.seq_len };
         let t0 = Instant::now();
+        autograd::profile::mark();
         let (loss, _) = accumulate_step(&model, &params, &[batch], &mut grads, a.gradient_checkpointing, step as u64)?;
+        let t_opt = Instant::now();
         let norm = crate::optim::clip_grad_norm(&mut grads, 0.3);
         opt.step(&mut params.data, &grads, 2e-4).map_err(|e| e.to_string())?;
         let dt = t0.elapsed().as_secs_f64();
         let warm = step < a.warmup_steps;
         if !warm {
+            opt_s += t_opt.elapsed().as_secs_f64();
             timed += dt;
             losses.push(loss);
         }
@@ -204,7 +214,31 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
         }
     }
     let step_s = timed / a.steps as f64;
+    if a.profile && verbose {
+        print_profile(autograd::profile::take(), a.steps, step_s, opt_s / a.steps as f64);
+    }
     Ok(BenchResult { tokens_per_s: tokens as f64 / step_s, step_s, build_s, peak_rss: peak_rss_bytes(), losses })
+}
+
+/// The `--profile` table: per op, milliseconds per step in forward and backward and the share of
+/// the step; the optimizer (clip + update) and what no op accounts for close it.
+fn print_profile(rows: Vec<autograd::profile::OpTime>, steps: usize, step_s: f64, opt_s: f64) {
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    let step_ms = step_s * 1e3;
+    eprintln!("profile (ms per step; forward includes the glue since the previous op):");
+    eprintln!("  {:<24} {:>9} {:>9} {:>9} {:>6} {:>7}", "op", "forward", "backward", "total", "share", "calls");
+    let mut seen = 0.0;
+    for r in &rows {
+        let (f, b) = (per(r.forward), per(r.backward));
+        seen += f + b;
+        let calls = (r.forward_calls + r.backward_calls) / steps as u64;
+        let share = 100.0 * (f + b) / step_ms;
+        eprintln!("  {:<24} {f:>9.2} {b:>9.2} {:>9.2} {share:>5.1}% {calls:>7}", r.op, f + b);
+    }
+    let opt_ms = opt_s * 1e3;
+    eprintln!("  {:<24} {:>9} {:>9} {opt_ms:>9.2} {:>5.1}%", "clip + optimizer", "", "", 100.0 * opt_ms / step_ms);
+    let rest = step_ms - seen - opt_ms;
+    eprintln!("  {:<24} {:>9} {:>9} {rest:>9.2} {:>5.1}%", "other", "", "", 100.0 * rest / step_ms);
 }
 
 /// The `bench-step` subcommand: set the thread pool, run, print the summary and the RESULT line.

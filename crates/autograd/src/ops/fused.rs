@@ -56,6 +56,62 @@ pub fn attention(q: &Var, k: &Var, v: &Var, scale: f32) -> Result<Var> {
 /// contribute nothing. `normaliser` defaults to the number of non-ignored rows (the mean; 1 when
 /// every row is ignored, giving loss 0). Pass the total token count of all micro-batches to make
 /// gradient accumulation match one big batch.
+/// A LoRA adapter on a frozen projection, as one node: `base + scale·(x·Aᵀ)·Bᵀ` for
+/// `base (N, out)` (the frozen layer's output), `x (N, in)` (its input after dropout), `A (r, in)`,
+/// `B (out, r)`. The rank-r intermediate is scaled (not the N×out product) and the product is
+/// accumulated into a copy of `base` (one output pass instead of matmul, scale and add); backward
+/// runs at rank r throughout. Reference: PEFT `lora.Linear.forward`
+/// (`result + lora_B(lora_A(dropout(x))) * scaling`).
+pub fn lora(base: &Var, x: &Var, a: &Var, b: &Var, scale: f32) -> Result<Var> {
+    let bad = || {
+        Error::invalid(
+            "lora",
+            format!(
+                "needs base (N, out), x (N, in), A (r, in), B (out, r); got {:?}, {:?}, {:?}, {:?}",
+                base.dims(),
+                x.dims(),
+                a.dims(),
+                b.dims()
+            ),
+        )
+    };
+    let [(n, out), (nx, inp), (r, ina), (outb, rb)] = [base, x, a, b].map(|v| match v.dims() {
+        [p, q] => (*p, *q),
+        _ => (usize::MAX, 0),
+    });
+    if n == usize::MAX || nx != n || ina != inp || outb != out || rb != r {
+        return Err(bad());
+    }
+    // u = scale·x·Aᵀ (N, r) is small; the product with Bᵀ accumulates straight into base's copy.
+    let u = x.value().matmul(&a.value().t()?)?.scale(scale)?;
+    let y = base.value().addmm(&u, &b.value().t()?, 1.0)?;
+    let (gx, ga, gb) = (x.requires_grad(), a.requires_grad(), b.requires_grad());
+    let xv = ga.then(|| x.value().clone());
+    let av = gx.then(|| a.value().clone());
+    let bv = (gx || ga).then(|| b.value().clone());
+    let us = gb.then_some(u);
+    record("lora", &[base, x, a, b], y, move |g| {
+        // gu = scale·g·B (N, r); dx = gu·A, dA = guᵀ·x, dB = gᵀ·u (u already carries the scale).
+        let gu = match &bv {
+            Some(b) => Some(g.matmul(b)?.scale(scale)?),
+            None => None,
+        };
+        let dx = match (&gu, &av) {
+            (Some(gu), Some(a)) => Some(gu.matmul(a)?),
+            _ => None,
+        };
+        let da = match (&gu, &xv) {
+            (Some(gu), Some(x)) => Some(gu.t()?.matmul(x)?),
+            _ => None,
+        };
+        let db = match &us {
+            Some(u) => Some(g.t()?.matmul(u)?),
+            None => None,
+        };
+        Ok(vec![Some(g.clone()), dx, da, db])
+    })
+}
+
 pub fn cross_entropy(logits: &Var, targets: &Tensor, ignore_index: i32, normaliser: Option<f32>) -> Result<Var> {
     let dims = logits.dims().to_vec();
     let Some((&v, rows)) = dims.split_last() else {

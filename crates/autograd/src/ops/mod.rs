@@ -16,7 +16,7 @@ pub mod reduce;
 pub mod shape;
 pub mod unary;
 
-pub use fused::{attention, cross_entropy, rmsnorm, rope, swiglu};
+pub use fused::{attention, cross_entropy, lora, rmsnorm, rope, swiglu};
 pub use index::embedding;
 pub use shape::cat;
 

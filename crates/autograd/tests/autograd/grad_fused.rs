@@ -164,3 +164,50 @@ fn cross_entropy_all_ignored_is_zero() {
     assert!(g.get(&x).unwrap().to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
     assert!(ops::cross_entropy(&x, &targets, -100, Some(0.0)).is_err());
 }
+
+#[test]
+fn lora_f32_and_reference() {
+    let mut rng = Rng::new(36);
+    for (n, inp, out, r, scale) in [(1, 1, 1, 1, 1.0f32), (5, 7, 6, 3, 2.0), (4, 9, 3, 2, 0.25)] {
+        let xs = [randn(&[n, out], &mut rng), randn(&[n, inp], &mut rng), randn(&[r, inp], &mut rng), {
+            randn(&[out, r], &mut rng)
+        }];
+        check(&format!("lora {n}x{inp}->{out} r{r}"), |v| ops::lora(&v[0], &v[1], &v[2], &v[3], scale), &xs);
+        let reference = move |v: &[Vec<f64>]| -> Vec<f64> {
+            let (base, x, a, b) = (&v[0], &v[1], &v[2], &v[3]);
+            let mut y = base.clone();
+            for i in 0..n {
+                for o in 0..out {
+                    let mut acc = 0.0;
+                    for k in 0..r {
+                        let u: f64 = (0..inp).map(|j| x[i * inp + j] * a[k * inp + j]).sum();
+                        acc += u * b[o * r + k];
+                    }
+                    y[i * out + o] += f64::from(scale) * acc;
+                }
+            }
+            y
+        };
+        let res = gradcheck_ref(
+            |v| ops::lora(&v[0], &v[1], &v[2], &v[3], scale),
+            reference,
+            &xs,
+            &GradcheckConfig::f64_ref(),
+        );
+        if let Err(e) = res {
+            panic!("lora ref {n}x{inp}->{out} r{r}: {e}");
+        }
+    }
+    // Frozen x (no dx) and a bad shape.
+    let (base, x, a, b) =
+        (randn(&[3, 4], &mut rng), randn(&[3, 5], &mut rng), randn(&[2, 5], &mut rng), randn(&[4, 2], &mut rng));
+    let xc = x.clone();
+    check(
+        "lora const x",
+        move |v| ops::lora(&v[0], &Var::constant(xc.clone()), &v[1], &v[2], 0.5),
+        &[base.clone(), a.clone(), b.clone()],
+    );
+    let tape = Tape::new();
+    let bad = ops::lora(&tape.leaf(base), &tape.leaf(x), &tape.leaf(b), &tape.leaf(a), 1.0);
+    assert!(bad.unwrap_err().to_string().contains("lora"));
+}

@@ -80,15 +80,7 @@ fn gemm_f32(a: &Tensor, b: &Tensor, batch: &Shape, [m, k, n]: [usize; 3]) -> Res
     if out.is_empty() || k == 0 {
         return Ok(out);
     }
-    let fix = |t: &Tensor| -> Result<Tensor> {
-        let r = t.rank();
-        let (d, s) = (t.dims(), t.layout().strides());
-        match gemm_strides(d[r - 2], d[r - 1], s[r - 2], s[r - 1]) {
-            Some(_) => Ok(t.clone()),
-            None => t.contiguous(),
-        }
-    };
-    let (a, b) = (fix(a)?, fix(b)?);
+    let (a, b) = (gemm_ready(a)?, gemm_ready(b)?);
     let (lhs, rhs) = (operand(&a, batch)?, operand(&b, batch)?);
 
     if count > 1 && lhs.cs == 1 && rhs.offsets.iter().all(|&o| o == rhs.offsets[0]) {
@@ -109,6 +101,29 @@ fn gemm_f32(a: &Tensor, b: &Tensor, batch: &Shape, [m, k, n]: [usize; 3]) -> Res
         }
     }
     Ok(out)
+}
+
+/// `t` itself when gemm can take its matrix strides, else a contiguous copy.
+fn gemm_ready(t: &Tensor) -> Result<Tensor> {
+    let r = t.rank();
+    let (d, s) = (t.dims(), t.layout().strides());
+    match gemm_strides(d[r - 2], d[r - 1], s[r - 2], s[r - 1]) {
+        Some(_) => Ok(t.clone()),
+        None => t.contiguous(),
+    }
+}
+
+/// `acc + beta·(a·b)` for 2-D f32 `acc (M, N)`, `a (M, K)`, `b (K, N)` (checked by the caller):
+/// the product is accumulated by gemm into a copy of `acc`.
+pub fn addmm_f32(acc: &Tensor, a: &Tensor, b: &Tensor, [m, k, n]: [usize; 3], beta: f32) -> Result<Tensor> {
+    let mut out = acc.to_vec_f32()?;
+    if !out.is_empty() && k > 0 {
+        let (a, b) = (gemm_ready(a)?, gemm_ready(b)?);
+        let none = Shape::new(Vec::<usize>::new());
+        let (lhs, rhs) = (operand(&a, &none)?, operand(&b, &none)?);
+        run_with(&mut out, 0, &lhs, &rhs, [m, k, n], par(m * k * n), Some(beta));
+    }
+    Ok(Tensor::from_cpu(CpuStorage::F32(out), Shape::new([m, n])))
 }
 
 fn par(macs: usize) -> Parallelism {
@@ -135,12 +150,29 @@ fn fold_rows(batch: &Layout, m: usize, rs: usize) -> Option<usize> {
 }
 
 /// One product `dst (M, N) = lhs[i] · rhs[i]`, `dst` contiguous.
-fn run(dst: &mut [f32], i: usize, lhs: &Operand, rhs: &Operand, [m, k, n]: [usize; 3], par: Parallelism) {
+fn run(dst: &mut [f32], i: usize, lhs: &Operand, rhs: &Operand, mkn: [usize; 3], par: Parallelism) {
+    run_with(dst, i, lhs, rhs, mkn, par, None)
+}
+
+/// [`run`], or with `acc = Some(beta)`: `dst += beta·lhs[i]·rhs[i]`.
+fn run_with(
+    dst: &mut [f32],
+    i: usize,
+    lhs: &Operand,
+    rhs: &Operand,
+    [m, k, n]: [usize; 3],
+    par: Parallelism,
+    acc: Option<f32>,
+) {
     debug_assert_eq!(dst.len(), m * n);
     let (pa, pb) = (lhs.data[lhs.offsets[i]..].as_ptr(), rhs.data[rhs.offsets[i]..].as_ptr());
     // SAFETY: `dst` holds exactly M·N elements written with row stride N; `operand` checked that
     // every element `offset + r·rs + c·cs` of each input matrix lies inside its slice; gemm only
-    // reads lhs/rhs and, with `read_dst = false`, only writes dst.
+    // reads lhs/rhs and dst (which is initialised) and writes dst.
+    let (read_dst, beta) = match acc {
+        Some(beta) => (true, beta),
+        None => (false, 1.0),
+    };
     unsafe {
         gemm::gemm(
             m,
@@ -149,15 +181,15 @@ fn run(dst: &mut [f32], i: usize, lhs: &Operand, rhs: &Operand, [m, k, n]: [usiz
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            read_dst,
             pa,
             lhs.cs as isize,
             lhs.rs as isize,
             pb,
             rhs.cs as isize,
             rhs.rs as isize,
-            0.0f32,
-            1.0f32,
+            if read_dst { 1.0f32 } else { 0.0f32 },
+            beta,
             false,
             false,
             false,

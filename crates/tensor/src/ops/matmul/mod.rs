@@ -46,4 +46,38 @@ impl Tensor {
             (Storage::Cpu(_), Storage::Cpu(_)) => cpu::matmul(a, b, &batch, [m, k, n]),
         }
     }
+
+    /// `self + beta·(a·b)` for 2-D `self (M, N)`, `a (M, K)`, `b (K, N)` of one float dtype. In
+    /// f32 the product is accumulated straight into a copy of `self` (one pass over the output
+    /// instead of a product and an add, e.g. a LoRA update onto a frozen layer's output); other
+    /// dtypes round the product first, as `self.add(&a.matmul(b)?.scale(beta)?)` does.
+    ///
+    /// ```
+    /// use tensor::Tensor;
+    /// let acc = Tensor::from_vec(vec![1.0f32, 1.0], [1, 2]).unwrap();
+    /// let a = Tensor::from_vec(vec![2.0f32], [1, 1]).unwrap();
+    /// let b = Tensor::from_vec(vec![3.0f32, 4.0], [1, 2]).unwrap();
+    /// assert_eq!(acc.addmm(&a, &b, 0.5).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 5.0]);
+    /// ```
+    pub fn addmm(&self, a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
+        let ranks_ok = self.rank() == 2 && a.rank() == 2 && b.rank() == 2;
+        let (m, k, n) = if ranks_ok { (a.dims()[0], a.dims()[1], b.dims()[1]) } else { (0, 0, 0) };
+        if !ranks_ok || b.dims()[0] != k || self.dims() != [m, n] {
+            return Err(Error::invalid(
+                "addmm",
+                format!("needs acc (M, N) + (M, K)·(K, N), got {:?} + {:?}·{:?}", self.shape(), a.shape(), b.shape()),
+            ));
+        }
+        for t in [a, b] {
+            if t.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch { op: "addmm", lhs: self.dtype(), rhs: t.dtype() });
+            }
+        }
+        match (self.dtype(), &**self.storage(), &**a.storage(), &**b.storage()) {
+            (crate::DType::F32, Storage::Cpu(_), Storage::Cpu(_), Storage::Cpu(_)) => {
+                cpu::addmm_f32(self, a, b, [m, k, n], beta)
+            }
+            _ => self.add(&a.matmul(b)?.scale(beta)?),
+        }
+    }
 }

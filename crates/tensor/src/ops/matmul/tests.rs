@@ -42,6 +42,36 @@ proptest! {
         let b = random_view(&[bb, vec![k, n]].concat(), vb, dtype, seed ^ 9);
         check(&a, &b);
     }
+
+    #[test]
+    fn addmm_matches_ref(m in size(), k in size(), n in size(), beta in -2.0f32..2.0,
+                         va in any_view(), vb in any_view(), vc in any_view(), dtype in any_float(), seed: u64) {
+        let a = random_view(&[m, k], va, dtype, seed);
+        let b = random_view(&[k, n], vb, dtype, seed ^ 9);
+        let acc = random_view(&[m, n], vc, dtype, seed ^ 77);
+        let got = acc.addmm(&a, &b, beta).unwrap();
+        prop_assert_eq!(got.dtype(), dtype);
+        if dtype == DType::F32 {
+            // One rounding of acc + beta·Σ: the product's tolerance grows with |beta|.
+            let want = acc.add(&matmul_ref(&a, &b).unwrap().scale(beta).unwrap()).unwrap();
+            let t = tol(dtype, k);
+            assert_close("addmm", &got, &want, Tol { abs: t.abs * (1.0 + beta.abs()), rel: t.rel });
+        } else {
+            // Half types round the product first, exactly as the documented fallback.
+            let want = acc.add(&a.matmul(&b).unwrap().scale(beta).unwrap()).unwrap();
+            prop_assert_eq!(got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+        }
+    }
+}
+
+#[test]
+fn addmm_errors() {
+    let t = |d: &[usize]| Tensor::zeros(d.to_vec(), DType::F32);
+    assert!(t(&[2, 3]).addmm(&t(&[2, 4]), &t(&[4, 2]), 1.0).is_err()); // acc shape
+    assert!(t(&[2, 3]).addmm(&t(&[2, 4]), &t(&[5, 3]), 1.0).is_err()); // inner dims
+    assert!(t(&[1, 2, 3]).addmm(&t(&[2, 4]), &t(&[4, 3]), 1.0).is_err()); // rank
+    let bf = Tensor::zeros([4, 3], DType::BF16);
+    assert!(matches!(t(&[2, 3]).addmm(&t(&[2, 4]), &bf, 1.0), Err(Error::DTypeMismatch { .. })));
 }
 
 #[test]
