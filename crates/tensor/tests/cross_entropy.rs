@@ -43,6 +43,17 @@ fn check_against_ref(n: usize, v: usize, seed: u64, dtype: DType, grad_scale: f3
     let t = tol_for(dtype);
     let dl_tol = Tol { abs: (t.abs + lse_tol.abs) * grad_scale as f64, rel: t.rel + lse_tol.abs };
     assert_close("dlogits", &dl.to_vec_f32().unwrap(), &dl_ref, dl_tol);
+
+    // The one-pass forward + backward gives the same loss, count and gradient.
+    let (loss2, count2, dl2) = cross_entropy::fwd_grad(&logits, &targets, IGNORE, |c| {
+        assert_eq!(c, count_ref);
+        grad_scale
+    })
+    .unwrap();
+    assert_eq!(count2, count_ref);
+    assert_eq!((dl2.dtype(), dl2.dims()), (dtype, &[n, v][..]));
+    assert_close("loss_sum (fwd_grad)", &[loss2.to_scalar().unwrap()], &[loss_ref], loss_tol);
+    assert_close("dlogits (fwd_grad)", &dl2.to_vec_f32().unwrap(), &dl_ref, dl_tol);
 }
 
 proptest! {

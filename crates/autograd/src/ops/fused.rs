@@ -126,13 +126,33 @@ pub fn cross_entropy(logits: &Var, targets: &Tensor, ignore_index: i32, normalis
         });
     }
     let (l2, t1) = (logits.value().reshape([n, v])?, targets.reshape(n)?);
+    let shape = logits.shape().clone();
+    let bad_norm =
+        |norm: f32| Error::invalid("cross_entropy", format!("normaliser must be finite and > 0, got {norm}"));
+    if logits.requires_grad() && crate::is_grad_enabled() {
+        // The loss is the last op: compute the gradient for an upstream 1 in the same pass over
+        // the logits (one exp per logit), and only rescale in backward if the upstream is not 1.
+        let mut norm = 1.0f32;
+        let (loss_sum, _, dl) = tce::fwd_grad(&l2, &t1, ignore_index, |count| {
+            norm = normaliser.unwrap_or(count.max(1) as f32);
+            1.0 / norm
+        })?;
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(bad_norm(norm));
+        }
+        let loss = loss_sum.reshape(())?.scale(1.0 / norm)?;
+        return record("cross_entropy", &[logits], loss, move |g| {
+            let up = g.to_scalar()?;
+            let dl = if up == 1.0 { dl } else { dl.scale(up)? };
+            Ok(vec![Some(dl.reshape(shape)?)])
+        });
+    }
     let (loss_sum, count, lse) = tce::fwd(&l2, &t1, ignore_index)?;
     let norm = normaliser.unwrap_or(count.max(1) as f32);
     if !(norm.is_finite() && norm > 0.0) {
-        return Err(Error::invalid("cross_entropy", format!("normaliser must be finite and > 0, got {norm}")));
+        return Err(bad_norm(norm));
     }
     let loss = loss_sum.reshape(())?.scale(1.0 / norm)?;
-    let shape = logits.shape().clone();
     record("cross_entropy", &[logits], loss, move |g| {
         // The upstream gradient is a scalar; reading it back is one element per step.
         let scale = g.to_scalar()? / norm;

@@ -69,6 +69,40 @@ pub fn ce_bwd(logits: &[f32], targets: &[i32], lse: &[f32], v: usize, ignore: i3
     dx
 }
 
+/// Forward and backward in one pass over each row: `(loss_sum, count, dlogits)` with
+/// `dlogits = grad_scale · (exp(x − max)/Σ − onehot(t))` — the exponentials are computed once,
+/// into the gradient row, and normalised there; zero rows where `t == ignore`.
+pub fn ce_fwd_grad(logits: &[f32], targets: &[i32], v: usize, ignore: i32, grad_scale: f32) -> (f64, usize, Vec<f32>) {
+    let n = targets.len();
+    let mut dx = vec![0.0f32; logits.len()];
+    let mut loss = vec![0.0f64; n];
+    dx.par_chunks_mut(v)
+        .zip(loss.par_iter_mut())
+        .zip(logits.par_chunks(v).zip(targets.par_iter()))
+        .with_min_len(rows_per_task(v))
+        .for_each(|((d, loss), (x, &t))| {
+            if t == ignore {
+                return; // zero gradient, no loss
+            }
+            let m = lane_max(x);
+            if m == f32::NEG_INFINITY {
+                // Every logit −inf: NaN loss and gradient, as `ce_fwd`/`ce_bwd` give.
+                *loss = f64::NAN;
+                d.fill(f32::NAN);
+                return;
+            }
+            d.copy_from_slice(x);
+            exp_sub_inplace(d, m);
+            let sum = lane_sum(d);
+            *loss = (m + sum.ln()) as f64 - x[t as usize] as f64;
+            let k = grad_scale / sum;
+            d.iter_mut().for_each(|d| *d *= k);
+            d[t as usize] -= grad_scale;
+        });
+    let count = targets.iter().filter(|&&t| t != ignore).count();
+    (loss.iter().sum(), count, dx)
+}
+
 /// Reference forward in f64: `(loss_sum, count, lse)`.
 pub fn ce_fwd_ref(logits: &[f64], targets: &[i32], v: usize, ignore: i32) -> (f64, usize, Vec<f64>) {
     let (mut loss, mut count, mut lse) = (0.0, 0, Vec::new());

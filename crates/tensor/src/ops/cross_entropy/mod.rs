@@ -48,6 +48,26 @@ pub fn fwd(logits: &Tensor, targets: &Tensor, ignore_index: i32) -> Result<(Tens
     }
 }
 
+/// Forward and backward at once, for a loss that is the last op (its upstream gradient is a known
+/// scalar): `(loss_sum, count, dlogits)` as [`fwd`] and [`bwd`] give them, with each row's
+/// exponentials computed once. `grad_scale` is a function of `count` (e.g. `1/count` for the mean).
+pub fn fwd_grad(
+    logits: &Tensor,
+    targets: &Tensor,
+    ignore_index: i32,
+    grad_scale: impl FnOnce(usize) -> f32,
+) -> Result<(Tensor, usize, Tensor)> {
+    let (n, v, tv) = check(OP_FWD, logits, targets, ignore_index)?;
+    let scale = grad_scale(tv.iter().filter(|&&t| t != ignore_index).count());
+    match &**logits.storage() {
+        Storage::Cpu(_) => {
+            let x = f32_data(logits, OP_FWD)?;
+            let (loss, count, dx) = cpu::ce_fwd_grad(&x, &tv, v, ignore_index, scale);
+            Ok((Tensor::scalar(loss as f32), count, from_f32(dx, [n, v], logits.dtype(), OP_FWD)?))
+        }
+    }
+}
+
 /// Backward: `dlogits (N, V)` in the logits' dtype, `grad_scale · (softmax − onehot(t))` per row
 /// from the forward's `lse`, and zero rows where `t == ignore_index`.
 pub fn bwd(logits: &Tensor, targets: &Tensor, lse: &Tensor, ignore_index: i32, grad_scale: f32) -> Result<Tensor> {
