@@ -23,6 +23,7 @@ fn args() -> BenchStepArgs {
         seed: 1,
         threads: 0,
         quiet: true,
+        profile: false,
     }
 }
 
