@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a machine with an NVIDIA GPU (driver >= 580, PTX ISA 9.0):
 #   1. every CUDA kernel against its CPU reference (crates/tensor/tests/cuda_kernels.rs),
-#   2. the kernel benchmark table: time, GB/s and TFLOP/s against the measured device-to-device
+#   2. the paged optimizer state in CUDA unified memory: bytes intact through page-ins and
+#      page-outs under a small budget, overlapped prefetch, the budget capped by free device memory
+#      (crates/paged-alloc/tests/cuda_managed.rs; seconds),
+#   3. the kernel benchmark table: time, GB/s and TFLOP/s against the measured device-to-device
 #      copy bandwidth and cuBLAS's bf16 GEMM rate (crates/tensor/src/cuda/bench.rs).
 # Budget: under 8 minutes on an H200 (the build is most of it where cargo runs there).
 #
 # Where the GPU machine has no Rust toolchain (this workplace's CUDA image has none), build the
-# test binary on a CPU machine and carry it:
-#   scripts/gpu-check.sh --build            # here: release test binary -> .cache/gpu-check/
-#   scripts/gpu-check.sh                    # there: runs .cache/gpu-check/cuda_kernels if no cargo
+# test binaries on a CPU machine and carry them:
+#   scripts/gpu-check.sh --build            # here: release test binaries -> .cache/gpu-check/
+#   scripts/gpu-check.sh                    # there: runs the binaries in .cache/gpu-check/ if no cargo
 # With cargo on the GPU machine, plain `scripts/gpu-check.sh` builds and runs in one go.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,21 +19,29 @@ cd "$ROOT"
 T0=$(date +%s)
 BIN_DIR=".cache/gpu-check"
 BIN="$BIN_DIR/cuda_kernels"
+PAGED_BIN="$BIN_DIR/cuda_managed"
 
-build() {
-  echo "== build: cargo test --release -p tensor --features cuda --test cuda_kernels --no-run"
-  local out
-  out=$(cargo test --release -p tensor --features cuda --test cuda_kernels --no-run --message-format=json \
-        | python3 -c 'import sys, json
+# build_test PACKAGE TEST: the release test binary of `cargo test -p PACKAGE --features cuda
+# --test TEST`, copied to $BIN_DIR/TEST.
+build_test() {
+  local pkg=$1 test=$2 out
+  echo "== build: cargo test --release -p $pkg --features cuda --test $test --no-run"
+  out=$(cargo test --release -p "$pkg" --features cuda --test "$test" --no-run --message-format=json \
+        | TEST="$test" python3 -c 'import sys, json, os
 for l in sys.stdin:
     try: m = json.loads(l)
     except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_kernels":
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == os.environ["TEST"]:
         print(m["executable"])' | tail -1)
-  [[ -n "$out" ]] || { echo "gpu-check: build produced no test binary" >&2; exit 1; }
+  [[ -n "$out" ]] || { echo "gpu-check: build produced no $test test binary" >&2; exit 1; }
   mkdir -p "$BIN_DIR"
-  cp "$out" "$BIN"
-  echo "gpu-check: test binary at $BIN ($(du -h "$BIN" | cut -f1))"
+  cp "$out" "$BIN_DIR/$test"
+  echo "gpu-check: test binary at $BIN_DIR/$test ($(du -h "$BIN_DIR/$test" | cut -f1))"
+}
+
+build() {
+  build_test tensor cuda_kernels
+  build_test paged-alloc cuda_managed
 }
 
 if [[ "${1:-}" == "--build" ]]; then
@@ -49,8 +60,8 @@ fi
 
 if command -v cargo >/dev/null 2>&1; then
   build
-elif [[ ! -x "$BIN" ]]; then
-  echo "gpu-check: no cargo here and no prebuilt $BIN: run 'scripts/gpu-check.sh --build' on a CPU machine and carry $BIN_DIR" >&2
+elif [[ ! -x "$BIN" || ! -x "$PAGED_BIN" ]]; then
+  echo "gpu-check: no cargo here and no prebuilt $BIN and $PAGED_BIN: run 'scripts/gpu-check.sh --build' on a CPU machine and carry $BIN_DIR" >&2
   exit 1
 fi
 
@@ -65,6 +76,17 @@ if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
   exit 1
 fi
 [[ $status == 0 ]] || { echo "gpu-check: FAILED: kernel tests" >&2; exit 1; }
+
+echo "== paged optimizer state in CUDA unified memory"
+set +e
+"$PAGED_BIN" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
+  echo "gpu-check: FAILED: the paged-alloc tests could not find the CUDA driver (libcuda.so.1)" >&2
+  exit 1
+fi
+[[ $status == 0 ]] || { echo "gpu-check: FAILED: paged-alloc CUDA tests" >&2; exit 1; }
 
 echo "== kernel benchmarks"
 "$BIN" --ignored bench_kernels --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test result\|^$' || {

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::backend::{Backend, DeviceKind, HostBackend, SimulatedDevice, Slot, Transfer};
+use crate::backend::{Backend, DeviceKind, HostBackend, Move, SimulatedDevice, Slot, Transfer};
 use crate::{Error, Result};
 
 mod access;
@@ -31,6 +31,7 @@ impl PagedBuffer {
     pub fn len_bytes(&self) -> usize {
         self.len
     }
+    /// The buffer's id, unique within its allocator (error messages name it).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -39,15 +40,23 @@ impl PagedBuffer {
 /// Traffic counters. Host-only backends leave them all at zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Pages copied host → device (faults and prefetches).
     pub pages_in: u64,
+    /// Pages copied device → host (evictions and explicit page-outs).
     pub pages_out: u64,
+    /// `pages_in` × page size.
     pub bytes_in: u64,
+    /// `pages_out` × page size.
     pub bytes_out: u64,
     /// Accesses that found a page non-resident and brought it in synchronously.
     pub faults: u64,
     /// Accesses that found a page resident because a prefetch brought it in.
     pub faults_avoided: u64,
+    /// Pages brought in ahead of use (each also counts in `pages_in`).
     pub prefetches: u64,
+    /// Prefetched pages whose copy ran while a compute access was running
+    /// ([`PagedAllocator::with_pages_mut_prefetching`]; a subset of `prefetches`).
+    pub prefetches_overlapped: u64,
     /// Prefetched pages dropped because only unused prefetched pages were left to evict.
     pub prefetches_dropped: u64,
     /// Page-outs forced by the budget (a subset of `pages_out`).
@@ -55,6 +64,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Bytes copied in either direction.
     pub fn bytes_moved(&self) -> u64 {
         self.bytes_in + self.bytes_out
     }
@@ -88,6 +98,8 @@ pub struct PagedAllocator {
     tick: u64,
     stats: Stats,
     zeros: Vec<u8>,
+    /// Whether `with_pages_mut_prefetching` copies during the access (default) or after it.
+    overlap: bool,
 }
 
 impl PagedAllocator {
@@ -119,6 +131,7 @@ impl PagedAllocator {
             tick: 0,
             stats: Stats::default(),
             zeros: vec![0; page_size],
+            overlap: true,
         })
     }
     /// Host-only allocator for CPU runs.
@@ -129,18 +142,33 @@ impl PagedAllocator {
     pub fn simulated(page_size: usize, device_budget: usize) -> Result<Self> {
         Self::new(Box::new(SimulatedDevice::new(page_size, device_budget)?), device_budget)
     }
+    /// CUDA unified memory on device `ordinal`, at most `device_budget` bytes resident (also
+    /// capped by the device's free memory). An error, not a panic, without a driver or GPU.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(ordinal: usize, page_size: usize, device_budget: usize) -> Result<Self> {
+        Self::new(Box::new(crate::cuda::CudaManaged::new(ordinal, page_size)?), device_budget)
+    }
 
+    /// Bytes per page.
     pub fn page_size(&self) -> usize {
         self.page_size
     }
+    /// The backend's name (`host`, `simulated`, `cuda-managed`).
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }
+    /// The traffic counters so far.
     pub fn stats(&self) -> Stats {
         self.stats
     }
+    /// Zeroes the traffic counters.
     pub fn reset_stats(&mut self) {
         self.stats = Stats::default();
+    }
+    /// With `false`, [`Self::with_pages_mut_prefetching`] prefetches after the access instead of
+    /// during it: the same pages move, only later (for measuring what the overlap buys).
+    pub fn set_overlap(&mut self, on: bool) {
+        self.overlap = on;
     }
     /// Budget in bytes (`None` for host-only backends).
     pub fn budget_bytes(&self) -> Option<usize> {
@@ -158,6 +186,7 @@ impl PagedAllocator {
     pub fn total_pages(&self) -> usize {
         self.pages.len()
     }
+    /// Buffers allocated and not freed.
     pub fn live_buffers(&self) -> usize {
         self.buffers.len()
     }
@@ -257,8 +286,13 @@ impl PagedAllocator {
     }
 
     fn drop_resident(&mut self, p: u32, keep: bool) -> Result<()> {
+        let slot = self.unmap(p, keep);
+        self.backend.page_out(slot, keep)
+    }
+
+    /// Page-table side of a page-out: marks `p` non-resident and counts the copy if `keep`.
+    fn unmap(&mut self, p: u32, keep: bool) -> Slot {
         let page = &mut self.pages[p as usize];
-        self.backend.page_out(page.slot, keep)?;
         self.lru.remove(&(page.last_use, p));
         page.resident = false;
         page.prefetched = false;
@@ -266,7 +300,32 @@ impl PagedAllocator {
             self.stats.pages_out += 1;
             self.stats.bytes_out += self.page_size as u64;
         }
-        Ok(())
+        page.slot
+    }
+
+    /// Page-table side of bringing page `p` in under a budget of `budget` pages: unmaps the
+    /// least-recently-used page allowed by `may_evict` if the budget is full, maps `p` and counts.
+    /// Returns the backend's work, or `None` (nothing changed) when no page may be evicted.
+    fn plan_in(
+        &mut self,
+        p: u32,
+        budget: usize,
+        how: Transfer,
+        may_evict: impl Fn(u32, &Page) -> bool,
+    ) -> Option<Move> {
+        let mut evict = None;
+        if self.lru.len() >= budget {
+            let victim = self.lru.iter().map(|&(_, v)| v).find(|&v| may_evict(v, &self.pages[v as usize]))?;
+            evict = Some(self.unmap(victim, true));
+            self.stats.evictions += 1;
+        }
+        let page = &mut self.pages[p as usize];
+        page.resident = true;
+        page.prefetched = how == Transfer::Prefetch;
+        self.lru.insert((page.last_use, p));
+        self.stats.pages_in += 1;
+        self.stats.bytes_in += self.page_size as u64;
+        Some(Move { evict, fetch: page.slot })
     }
 
     /// Brings page `p` in, evicting the least-recently-used page allowed by `may_evict`.
@@ -275,21 +334,13 @@ impl PagedAllocator {
         let Some(budget) = self.budget_pages else {
             return Ok(true);
         };
-        if self.lru.len() >= budget {
-            let victim = self.lru.iter().map(|&(_, v)| v).find(|&v| may_evict(v, &self.pages[v as usize]));
-            let Some(victim) = victim else {
-                return Ok(false);
-            };
-            self.drop_resident(victim, true)?;
-            self.stats.evictions += 1;
+        let Some(m) = self.plan_in(p, budget, how, may_evict) else {
+            return Ok(false);
+        };
+        if let Some(victim) = m.evict {
+            self.backend.page_out(victim, true)?;
         }
-        let page = &mut self.pages[p as usize];
-        self.backend.page_in(page.slot, how)?;
-        page.resident = true;
-        page.prefetched = how == Transfer::Prefetch;
-        self.lru.insert((page.last_use, p));
-        self.stats.pages_in += 1;
-        self.stats.bytes_in += self.page_size as u64;
+        self.backend.page_in(m.fetch, how)?;
         Ok(true)
     }
 
@@ -297,16 +348,21 @@ impl PagedAllocator {
     /// than evict a page that was prefetched and not yet used.
     pub fn prefetch_to_device(&mut self, buf: PagedBuffer, range: Range<usize>) -> Result<()> {
         self.check_range(buf, &range, "prefetch_to_device")?;
+        let pages = self.pages_of(buf, &range);
+        self.prefetch_pages(&pages, |_, pg| !pg.prefetched)
+    }
+
+    /// Prefetches `pages` in order, evicting only pages allowed by `may_evict`; counts the rest
+    /// as dropped at the first page that finds no victim.
+    fn prefetch_pages(&mut self, pages: &[u32], may_evict: impl Fn(u32, &Page) -> bool) -> Result<()> {
         if self.budget_pages.is_none() {
             return Ok(());
         }
-        let pages = self.pages_of(buf, &range);
         for (i, &p) in pages.iter().enumerate() {
             if self.pages[p as usize].resident {
                 continue;
             }
-            let moved = self.bring_in(p, Transfer::Prefetch, |_, pg| !pg.prefetched)?;
-            if !moved {
+            if !self.bring_in(p, Transfer::Prefetch, &may_evict)? {
                 self.stats.prefetches_dropped += (pages.len() - i) as u64;
                 break;
             }

@@ -2,8 +2,10 @@
 //!
 //! Reference: the CUDA unified-memory calls bitsandbytes' paged optimizers use (see the crate docs
 //! for the mapping). `HostBackend` keeps everything in host memory; `SimulatedDevice` keeps a
-//! device arena of a fixed number of page frames and copies bytes on every page-in/page-out.
-//! Deliberately no policy here (budgets, LRU, counters): that is the allocator's job.
+//! device arena of a fixed number of page frames and copies bytes on every page-in/page-out, and
+//! runs the copies of an overlapped access on a second rayon thread while the compute works on
+//! its pinned frames. Deliberately no policy here (budgets, LRU, counters): that is the
+//! allocator's job.
 
 use crate::{Error, Result};
 
@@ -14,9 +16,24 @@ pub type Slot = usize;
 /// (on CUDA, queued on a stream without waiting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transfer {
+    /// An access needs the page now.
     Fault,
+    /// The page is wanted soon.
     Prefetch,
 }
+
+/// One prefetch of an overlapped access: page `evict` out (keeping its bytes), if any, then page
+/// `fetch` in. The allocator has already chosen the victim and updated its page table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Move {
+    /// The victim to page out first, if the budget is full.
+    pub evict: Option<Slot>,
+    /// The page to bring in.
+    pub fetch: Slot,
+}
+
+/// The compute closure of an overlapped access: it gets the device views of the pinned pages.
+pub type AccessFn<'f> = dyn FnMut(Vec<&mut [u8]>) + Send + 'f;
 
 /// What "the device" is for a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,14 +41,20 @@ pub enum DeviceKind {
     /// Host memory is the device: every page is resident from creation, no traffic, no budget.
     HostOnly,
     /// A separate memory holding at most `capacity_bytes` of pages at once.
-    Discrete { capacity_bytes: usize },
+    Discrete {
+        /// Bytes of pages the device can hold at once.
+        capacity_bytes: usize,
+    },
 }
 
 /// Memory primitives only. Pages are `page_size()` bytes, zero-filled on creation and 8-byte
 /// aligned on both sides (so f32/u32 views of aligned ranges are valid).
 pub trait Backend: Send {
+    /// A short name for messages and statistics.
     fn name(&self) -> &'static str;
+    /// Bytes per page.
     fn page_size(&self) -> usize;
+    /// Where "the device" is.
     fn kind(&self) -> DeviceKind;
     /// Creates a zero-filled page that lives on the host.
     fn create_page(&mut self) -> Result<Slot>;
@@ -49,6 +72,21 @@ pub trait Backend: Send {
     fn write(&mut self, slot: Slot, offset: usize, src: &[u8]) -> Result<()>;
     /// Waits for queued transfers (no-op for synchronous backends).
     fn synchronize(&mut self) -> Result<()>;
+    /// Calls `f` with the device views of the distinct resident pages `pinned` (request order)
+    /// while `moves` run; no page of a move is pinned. The default issues the moves first, then
+    /// calls `f`: right for any backend, and already overlapped where a page-in only queues the
+    /// copy (CUDA's `cuMemPrefetchAsync`). Synchronous backends override it to copy concurrently.
+    fn access_overlapped(&mut self, pinned: &[Slot], moves: &[Move], f: &mut AccessFn<'_>) -> Result<()> {
+        for m in moves {
+            if let Some(victim) = m.evict {
+                self.page_out(victim, true)?;
+            }
+            self.page_in(m.fetch, Transfer::Prefetch)?;
+        }
+        let views = self.device_pages_mut(pinned)?;
+        f(views);
+        Ok(())
+    }
 }
 
 /// Host pages in 8-byte words so every page start is 8-byte aligned.
@@ -121,6 +159,16 @@ fn paste_range(page: &mut [u8], offset: usize, src: &[u8]) -> bool {
 /// Picks `slots` (distinct indices) out of `chunks` as mutable views, in request order.
 fn pick_mut<'a>(chunks: Vec<Option<&'a mut [u64]>>, idx: &[usize], backend: &'static str) -> Result<Vec<&'a mut [u8]>> {
     let mut chunks = chunks;
+    take_frames(&mut chunks, idx, backend)
+}
+
+/// Takes the chunks at `idx` (distinct indices) out of `chunks`, leaving `None` behind, so one
+/// arena can be handed out to several owners without overlap.
+fn take_frames<'a>(
+    chunks: &mut [Option<&'a mut [u64]>],
+    idx: &[usize],
+    backend: &'static str,
+) -> Result<Vec<&'a mut [u8]>> {
     let mut out = Vec::with_capacity(idx.len());
     for &i in idx {
         match chunks.get_mut(i).and_then(Option::take) {
@@ -144,6 +192,7 @@ pub struct HostBackend {
 }
 
 impl HostBackend {
+    /// A backend of `page_size`-byte pages (a positive multiple of 8).
     pub fn new(page_size: usize) -> Result<Self> {
         let words = check_page_size(page_size)?;
         Ok(Self { page_size, host: HostArena { words, ..HostArena::default() } })
@@ -205,6 +254,7 @@ pub struct SimulatedDevice {
 }
 
 impl SimulatedDevice {
+    /// A device of `capacity_bytes` (whole pages of `page_size`, a positive multiple of 8).
     pub fn new(page_size: usize, capacity_bytes: usize) -> Result<Self> {
         let words = check_page_size(page_size)?;
         let frames = capacity_bytes / page_size;
@@ -319,5 +369,54 @@ impl Backend for SimulatedDevice {
     }
     fn synchronize(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// The page table is updated here, on the calling thread; then the device arena is split into
+    /// its frames (safe disjoint `&mut`s): the pinned frames go to `f`, the frames of the moves to
+    /// a copy job, and `rayon::join` runs the two at once. Both are memcpy-bound, so on a machine
+    /// with spare cores the page-in of the next unit costs (almost) nothing.
+    fn access_overlapped(&mut self, pinned: &[Slot], moves: &[Move], f: &mut AccessFn<'_>) -> Result<()> {
+        const OP: &str = "access_overlapped";
+        let mut pinned_frames = Vec::with_capacity(pinned.len());
+        for &s in pinned {
+            pinned_frames.push(self.frame(s).ok_or(Self::err(OP, format!("pinned slot {s} not resident")))?);
+        }
+        // (frame, page to copy out of it first, page to copy into it)
+        let mut jobs: Vec<(usize, Option<Slot>, Slot)> = Vec::with_capacity(moves.len());
+        for m in moves {
+            if self.host.get(m.fetch).is_none() || self.frame(m.fetch).is_some() {
+                return Err(Self::err(OP, format!("slot {} is missing or already resident", m.fetch)));
+            }
+            let frame = match m.evict {
+                Some(v) => {
+                    let frame = self.frame(v).ok_or(Self::err(OP, format!("victim slot {v} not resident")))?;
+                    self.frame_of[v] = None;
+                    frame
+                }
+                None => self.free_frames.pop().ok_or(Self::err(OP, "device full: the budget was exceeded".into()))?,
+            };
+            self.frame_of[m.fetch] = Some(frame);
+            jobs.push((frame, m.evict, m.fetch));
+        }
+        let w = self.page_size / 8;
+        let mut frames: Vec<Option<&mut [u64]>> = self.device.chunks_mut(w).map(Some).collect();
+        let views = take_frames(&mut frames, &pinned_frames, "simulated")?;
+        let mut copies = Vec::with_capacity(jobs.len());
+        for &(frame, evict, fetch) in &jobs {
+            let dst = take_frames(&mut frames, &[frame], "simulated")?.pop();
+            copies.push((dst.ok_or(Self::err(OP, format!("frame {frame} missing")))?, evict, fetch));
+        }
+        let host = &mut self.host;
+        let copy = move || -> Result<()> {
+            for (frame, evict, fetch) in copies {
+                if let Some(v) = evict {
+                    let dst = host.get_mut(v).ok_or(Self::err(OP, format!("no page in slot {v}")))?;
+                    dst.copy_from_slice(frame);
+                }
+                frame.copy_from_slice(host.get(fetch).ok_or(Self::err(OP, format!("no page in slot {fetch}")))?);
+            }
+            Ok(())
+        };
+        let ((), copied) = rayon::join(|| f(views), copy);
+        copied
     }
 }

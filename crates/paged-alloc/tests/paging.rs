@@ -1,6 +1,7 @@
-//! Allocator tests: error cases, LRU order, prefetch accounting, and a property test that any
-//! sequence of alloc/free/prefetch/evict/write/read/access keeps every byte, never exceeds the
-//! budget, reports double frees as errors, and reuses freed pages (footprint ≤ peak live pages).
+//! Allocator tests: error cases, LRU order, prefetch accounting, overlapped prefetch, and a
+//! property test that any sequence of alloc/free/prefetch/evict/write/read/access (plain and
+//! overlapped) keeps every byte, never exceeds the budget, reports double frees as errors, and
+//! reuses freed pages (footprint ≤ peak live pages).
 
 use paged_alloc::{Error, PagedAllocator, PagedBuffer};
 use proptest::prelude::*;
@@ -101,6 +102,78 @@ fn host_backend_moves_nothing() {
     assert_eq!(a.budget_bytes(), None);
 }
 
+/// Walks `n` pages of a buffer twice, prefetching page k+1 while page k is updated.
+fn walk_prefetching(a: &mut PagedAllocator, b: PagedBuffer, n: usize) {
+    for _ in 0..2 {
+        for k in 0..n {
+            let next = (k + 1) % n;
+            let r = a.with_pages_mut_prefetching(
+                &[(b, k * PAGE..(k + 1) * PAGE)],
+                &[(b, next * PAGE..next * PAGE + 1)],
+                |v| {
+                    v[0].as_bytes_mut().iter_mut().for_each(|x| *x = x.wrapping_add(1));
+                    k
+                },
+            );
+            assert_eq!(r.expect("access"), k);
+        }
+    }
+}
+
+#[test]
+fn overlapped_prefetch_brings_the_next_page_in_during_the_access() {
+    let n = 6;
+    let mut a = PagedAllocator::simulated(PAGE, 3 * PAGE).expect("alloc");
+    let b = filled(&mut a, n * PAGE, 5);
+    let mut want = vec![0u8; n * PAGE];
+    a.read_bytes(b, 0, &mut want).expect("read");
+    want.iter_mut().for_each(|x| *x = x.wrapping_add(2));
+    walk_prefetching(&mut a, b, n);
+    let mut got = vec![0u8; n * PAGE];
+    a.read_bytes(b, 0, &mut got).expect("read");
+    assert_eq!(got, want);
+    let s = a.stats();
+    // Only the first access faults; every later page was brought in during the previous access.
+    assert_eq!((s.faults, s.faults_avoided), (1, 2 * n as u64 - 1), "{s:?}");
+    assert_eq!(s.prefetches_overlapped, s.prefetches, "{s:?}");
+    assert!(s.evictions > 0 && a.resident_bytes() <= 3 * PAGE, "{s:?}");
+
+    // The same walk with the overlap off moves the same pages, after each access instead.
+    let mut c = PagedAllocator::simulated(PAGE, 3 * PAGE).expect("alloc");
+    c.set_overlap(false);
+    let b = filled(&mut c, n * PAGE, 5);
+    walk_prefetching(&mut c, b, n);
+    c.read_bytes(b, 0, &mut got).expect("read");
+    assert_eq!(got, want);
+    let t = c.stats();
+    assert_eq!((t.faults, t.faults_avoided, t.prefetches_overlapped), (1, 2 * n as u64 - 1, 0), "{t:?}");
+    assert_eq!((t.pages_in, t.pages_out), (s.pages_in, s.pages_out));
+}
+
+#[test]
+fn overlapped_prefetch_that_does_not_fit_comes_in_after_the_access() {
+    // A budget of two pages and an access that pins both: the prefetch cannot run beside it.
+    let mut a = PagedAllocator::simulated(PAGE, 2 * PAGE).expect("alloc");
+    let b = filled(&mut a, 4 * PAGE, 1);
+    let pair = [(b, 0..8), (b, PAGE..PAGE + 8)];
+    a.with_pages_mut_prefetching(&pair, &[(b, 2 * PAGE..3 * PAGE)], |v| v.len()).expect("access");
+    let s = a.stats();
+    assert_eq!((s.faults, s.prefetches, s.prefetches_overlapped, s.prefetches_dropped), (2, 1, 0, 0), "{s:?}");
+    a.with_pages_mut(&[(b, 2 * PAGE..2 * PAGE + 4)], |_| ()).expect("access");
+    assert_eq!(a.stats().faults_avoided, 1);
+    // Bad ranges in `next` are errors before anything moves.
+    let r = a.with_pages_mut_prefetching(&[(b, 0..4)], &[(b, 0..5 * PAGE)], |_| ());
+    assert!(matches!(r, Err(Error::OutOfRange { .. })), "{r:?}");
+}
+
+#[test]
+fn host_backend_overlapped_access_moves_nothing() {
+    let mut a = PagedAllocator::host(PAGE).expect("host");
+    let b = filled(&mut a, 3 * PAGE, 2);
+    walk_prefetching(&mut a, b, 3);
+    assert_eq!(a.stats(), Default::default());
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Alloc(usize),
@@ -110,6 +183,7 @@ enum Op {
     Write(usize, usize, usize, u8),
     Access(usize, usize, u8),
     AccessPair(usize, usize, usize),
+    AccessPrefetching(usize, usize, usize, usize, usize, u8),
     Trim,
 }
 
@@ -122,6 +196,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), any::<usize>(), 0usize..600, any::<u8>()).prop_map(|(a, b, c, d)| Op::Write(a, b, c, d)),
         3 => (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(a, b, c)| Op::Access(a, b, c)),
         2 => (any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(a, b, c)| Op::AccessPair(a, b, c)),
+        3 => (any::<usize>(), any::<usize>(), any::<usize>(), any::<usize>(), any::<usize>(), any::<u8>())
+            .prop_map(|(a, b, c, d, e, f)| Op::AccessPrefetching(a, b, c, d, e, f)),
         1 => Just(Op::Trim),
     ]
 }
@@ -196,6 +272,20 @@ proptest! {
                         }).expect("pair access");
                         let src = live[j].1[rj.start..rj.start + n].to_vec();
                         live[i].1[ri.start..ri.start + n].copy_from_slice(&src);
+                    }
+                }
+                Op::AccessPrefetching(i, page, j, x, y, seed) if !live.is_empty() => {
+                    let (i, j) = (i % live.len(), j % live.len());
+                    let (bj, lj) = (live[j].0, live[j].1.len());
+                    let (b, d) = &mut live[i];
+                    if !d.is_empty() {
+                        let p = page % d.len().div_ceil(PAGE);
+                        let r = p * PAGE..((p + 1) * PAGE).min(d.len());
+                        let next = [(bj, range_in(lj, x, y))];
+                        a.with_pages_mut_prefetching(&[(*b, r.clone())], &next, |v| {
+                            v[0].as_bytes_mut().iter_mut().for_each(|x| *x ^= seed)
+                        }).expect("overlapped access");
+                        d[r].iter_mut().for_each(|x| *x ^= seed);
                     }
                 }
                 Op::Trim => a.trim().expect("trim"),

@@ -2,7 +2,8 @@
 //!
 //! Reference: `functional.create_dynamic_map` (signed for m, unsigned for v) and the CUDA kernel
 //! `kOptimizerStatic8bit2StateBlockwise` with its `quantize_2D` search (bitsandbytes 0.50); our
-//! `quantize` gives the search's answer from a bucket table (tested equal on every bucket edge).
+//! `quantize` gives the search's answer from a bucket table on the float's top 16 bits and one
+//! comparison (tested equal on every bucket edge and on a dense sweep of all floats).
 //! The maps are data (STYLE.md: format descriptors are data); `generate` rebuilds them and a test
 //! checks both against the tables. Deliberately not here: bnb's fast-math divisions (`__fdividef`,
 //! `__powf`), its f32 scalars (`1.0f - beta2`; we round f64 scalars to f32 as the torch path
@@ -13,34 +14,147 @@ use std::sync::OnceLock;
 
 use super::AdamConsts;
 
-/// Bucket table over f32 bit patterns: `x.to_bits() >> LUT_SHIFT` keeps the sign, the exponent
-/// and the top 5 mantissa bits; each bucket lists the few codes its values can take.
-const LUT_SHIFT: u32 = 18;
-const LUT_FALLBACK: u8 = u8::MAX;
+/// Bucket index over f32 bit patterns: `x.to_bits() >> LUT_SHIFT` keeps the sign, the exponent
+/// and the top 7 mantissa bits. Every bucket of both maps holds values of at most two codes
+/// (tested), so a bucket's lower code and one threshold comparison give the exact code.
+const LUT_SHIFT: u32 = 16;
+const LUT_LEN: usize = 1 << (32 - LUT_SHIFT);
+const EXP_MASK: u32 = 0x7f80_0000;
 
-struct Lut {
-    base: Vec<u8>,
-    span: Vec<u8>,
-    /// bnb's midpoints, `(c[j] + c[j+1]) * 0.5` in f32.
-    mids: [f32; 255],
+/// The quantization tables of one map, built once: code values, decision thresholds, buckets.
+pub(crate) struct QuantTable {
+    values: [f32; 256],
+    /// `x > thr[j]` ⇔ `x` quantizes above code `j`: bnb's midpoint `(c[j] + c[j+1]) * 0.5` in f32,
+    /// one ulp lower for odd `j` (a tie goes to the even code); `thr[255] = +inf`.
+    thr: [f32; 256],
+    /// Codes below this have negative values, the others non-negative ones (the values are
+    /// sorted; 127 for the signed map, whose code 127 is 0, and 0 for the unsigned one).
+    negatives: u8,
+    /// Per bucket, the lowest code its values take (inf/NaN buckets unused); 4 bytes of padding
+    /// so a SIMD dword gather at the last bucket stays inside.
+    base: Box<[u8; LUT_LEN + 4]>,
 }
 
-impl Lut {
+impl QuantTable {
     fn build(map: DynamicMap) -> Self {
-        let c = map.values();
-        let mids = std::array::from_fn(|j| (c[j] + c[j + 1]) * 0.5);
-        let n = 1usize << (32 - LUT_SHIFT);
-        let (mut base, mut span) = (vec![0u8; n], vec![LUT_FALLBACK; n]);
-        for key in 0..n {
-            let lo = (key as u32) << LUT_SHIFT;
-            if (lo >> 23) & 0xff == 0xff {
-                continue; // inf/NaN: the search decides
-            }
-            let a = map.quantize_search(f32::from_bits(lo));
-            let b = map.quantize_search(f32::from_bits(lo | ((1 << LUT_SHIFT) - 1)));
-            (base[key], span[key]) = (a.min(b), a.max(b) - a.min(b));
+        let values = map.values();
+        let mut thr = [f32::INFINITY; 256];
+        for j in 0..255 {
+            let mid = (values[j] + values[j + 1]) * 0.5;
+            thr[j] = if j % 2 == 1 { next_down(mid) } else { mid };
         }
-        Self { base, span, mids }
+        let negatives = values.iter().filter(|v| v.is_sign_negative()).count() as u8;
+        let mut t = Self { values, thr, negatives, base: Box::new([0u8; LUT_LEN + 4]) };
+        for key in 0..LUT_LEN {
+            let lo = (key as u32) << LUT_SHIFT;
+            if lo & EXP_MASK != EXP_MASK {
+                let hi = lo | ((1 << LUT_SHIFT) - 1);
+                t.base[key] = t.count_below(f32::from_bits(lo)).min(t.count_below(f32::from_bits(hi)));
+            }
+        }
+        t
+    }
+
+    /// The number of thresholds below `x`, by a branch-free binary search over the 256 sorted
+    /// thresholds: bnb's code for every `x`, NaN (0) and ±inf included.
+    #[inline]
+    fn count_below(&self, x: f32) -> u8 {
+        let t = &self.thr;
+        let mut i = 0usize;
+        for step in [128usize, 64, 32, 16, 8, 4, 2, 1] {
+            i += step * (x > t[(i + step - 1) & 255]) as usize;
+        }
+        i as u8
+    }
+
+    /// The code of `x`: one bucket lookup and one comparison (inf/NaN take the search).
+    #[inline(always)]
+    pub(crate) fn quantize(&self, x: f32) -> u8 {
+        let bits = x.to_bits();
+        if bits & EXP_MASK == EXP_MASK {
+            return self.count_below(x);
+        }
+        let base = self.base[(bits >> LUT_SHIFT) as usize];
+        base + (x > self.thr[base as usize]) as u8
+    }
+
+    /// [`Self::quantize`] for the first moment: a code whose value has the other sign than `x`
+    /// (0 is positive) is moved one step towards `x`, as bnb's signed 8-bit state does.
+    #[inline(always)]
+    pub(crate) fn quantize_keep_sign(&self, x: f32) -> u8 {
+        let code = self.quantize(x);
+        if (code < self.negatives) != x.is_sign_negative() {
+            return if x > 0.0 { code.wrapping_add(1) } else { code.wrapping_sub(1) };
+        }
+        code
+    }
+
+    #[inline(always)]
+    pub(crate) fn value(&self, code: u8) -> f32 {
+        self.values[code as usize]
+    }
+
+    /// See the field: codes below it have negative values.
+    pub(crate) fn negatives(&self) -> u8 {
+        self.negatives
+    }
+
+    /// The 256 code values (for SIMD gathers).
+    pub(crate) fn values_ptr(&self) -> *const f32 {
+        self.values.as_ptr()
+    }
+    /// The 256 thresholds (for SIMD gathers).
+    pub(crate) fn thr_ptr(&self) -> *const f32 {
+        self.thr.as_ptr()
+    }
+    /// The bucket table, `LUT_LEN + 4` bytes (for SIMD dword gathers at byte offsets).
+    pub(crate) fn base_ptr(&self) -> *const u8 {
+        self.base.as_ptr()
+    }
+
+    /// The widest bucket, in codes above its lowest (the quantizer needs ≤ 1).
+    #[cfg(test)]
+    pub(crate) fn max_bucket_span(&self) -> u8 {
+        (0..LUT_LEN as u32)
+            .map(|key| key << LUT_SHIFT)
+            .filter(|lo| lo & EXP_MASK != EXP_MASK)
+            .map(|lo| {
+                let (a, b) = (self.count_below(f32::from_bits(lo)), self.count_below(f32::from_bits(lo | 0xffff)));
+                a.abs_diff(b)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// `max |x|` as `f32::max` folds it from 0 (NaN ignored), in eight independent lanes: `x > acc`
+/// is false for NaN, and the maximum of non-negative values does not depend on the order.
+#[inline(always)]
+fn abs_max(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for ch in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            let x = x.abs();
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    for &x in chunks.remainder() {
+        let x = x.abs();
+        acc[0] = if x > acc[0] { x } else { acc[0] };
+    }
+    acc.iter().fold(0.0f32, |m, &a| if a > m { a } else { m })
+}
+
+/// The largest f32 below `x` (finite `x`; `f32::next_down` needs a newer Rust than ours).
+fn next_down(x: f32) -> f32 {
+    let b = x.to_bits();
+    if x == 0.0 {
+        f32::from_bits(0x8000_0001)
+    } else if x > 0.0 {
+        f32::from_bits(b - 1)
+    } else {
+        f32::from_bits(b + 1)
     }
 }
 
@@ -100,37 +214,28 @@ impl DynamicMap {
         f32::from_bits(self.bits()[code as usize])
     }
     /// Code of the value a block scale of 0 maps to (dequantizes to 0 whatever the code).
-    fn zero_code(self) -> u8 {
+    pub(crate) fn zero_code(self) -> u8 {
         match self {
             Self::Signed => 127,
             Self::Unsigned => 0,
         }
     }
-    fn lut(self) -> &'static Lut {
-        static LUTS: OnceLock<[Lut; 2]> = OnceLock::new();
-        let luts = LUTS.get_or_init(|| [Lut::build(Self::Signed), Lut::build(Self::Unsigned)]);
-        &luts[self as usize]
+    /// The map's quantization tables, built on first use.
+    pub(crate) fn table(self) -> &'static QuantTable {
+        static TABLES: OnceLock<[QuantTable; 2]> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| [QuantTable::build(Self::Signed), QuantTable::build(Self::Unsigned)]);
+        &tables[self as usize]
     }
     /// Nearest code to `x` in [-1, 1] (unsigned: [0, 1]), equal to bnb's `quantize_2D` search:
-    /// exact nearest, a tie goes to the even index. The code is the number of midpoints below `x`
-    /// (a midpoint `x` sits on counts when its lower code is odd); a bucket table narrows the
-    /// count to a few midpoints, so the common case costs one lookup.
+    /// exact nearest, a tie goes to the even index. The code is the number of bnb's midpoints
+    /// below `x` (a midpoint `x` sits on counts when its lower code is odd); a bucket table on the
+    /// float's bits narrows that to one comparison.
     #[inline]
     pub fn quantize(self, x: f32) -> u8 {
-        let lut = self.lut();
-        let key = (x.to_bits() >> LUT_SHIFT) as usize;
-        let (base, span) = (lut.base[key] as usize, lut.span[key]);
-        match span {
-            0 => base as u8,
-            LUT_FALLBACK => self.quantize_search(x),
-            _ => {
-                let mids = &lut.mids[base..base + span as usize];
-                let above = |(k, &m): (usize, &f32)| x > m || (x == m && (base + k) % 2 == 1);
-                (base + mids.iter().enumerate().filter(|&e| above(e)).count()) as u8
-            }
-        }
+        self.table().quantize(x)
     }
     /// bnb's `quantize_2D` binary search itself (the reference for [`Self::quantize`]).
+    #[cfg(test)]
     pub(crate) fn quantize_search(self, x: f32) -> u8 {
         let bits = self.bits();
         let code = |i: usize| f32::from_bits(bits[i & 255]);
@@ -208,9 +313,13 @@ pub fn dequantize_blockwise(map: DynamicMap, codes: &[u8], absmax: &[f32], block
     }
 }
 
-/// One block (≤ 256 values) of bnb's blockwise 8-bit Adam: dequantize m (signed map) and v
-/// (unsigned map), update them in f32, take the new block absmax, update p, requantize; m keeps
-/// its sign through quantization. Non-finite gradients zero the state and leave p alone (bnb).
+/// One block (≤ 256 values) of bnb's blockwise 8-bit Adam: dequantize m (signed map, `tm`) and
+/// v (unsigned map, `tv`), update them in f32, take the new block absmax, update p, requantize;
+/// m keeps its sign through quantization. Non-finite gradients zero the state and leave p alone
+/// (bnb). Written as four passes over stack arrays with selects instead of branches, so the
+/// divisions and square roots vectorize; the f32 operations and their order are the reference's.
+#[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn adam8bit_block(
     p: &mut [f32],
     g: &[f32],
@@ -219,40 +328,46 @@ pub(crate) fn adam8bit_block(
     absmax_m: &mut f32,
     absmax_v: &mut f32,
     c: &AdamConsts,
+    tm: &QuantTable,
+    tv: &QuantTable,
 ) {
     let n = p.len().min(g.len()).min(mc.len()).min(vc.len()).min(256);
+    let (p, g, mc, vc) = (&mut p[..n], &g[..n], &mut mc[..n], &mut vc[..n]);
     let (mut s1, mut s2) = ([0.0f32; 256], [0.0f32; 256]);
-    let (mut new_m, mut new_v) = (0.0f32, 0.0f32);
+    let (s1, s2) = (&mut s1[..n], &mut s2[..n]);
+    let (am, av) = (*absmax_m, *absmax_v);
     for j in 0..n {
         let gj = g[j];
-        if gj.is_finite() {
-            let v = DynamicMap::Unsigned.value(vc[j]) * *absmax_v;
-            s2[j] = v * c.b2 + c.one_minus_b2 * gj * gj;
-            let m = DynamicMap::Signed.value(mc[j]) * *absmax_m;
-            s1[j] = m * c.b1 + c.one_minus_b1 * gj;
-        }
-        new_m = new_m.max(s1[j].abs());
-        new_v = new_v.max(s2[j].abs());
+        let finite = gj.is_finite();
+        let v = tv.value(vc[j]) * av;
+        let m = tm.value(mc[j]) * am;
+        s2[j] = if finite { v * c.b2 + c.one_minus_b2 * gj * gj } else { 0.0 };
+        s1[j] = if finite { m * c.b1 + c.one_minus_b1 * gj } else { 0.0 };
     }
+    let (new_m, new_v) = (abs_max(s1), abs_max(s2));
     (*absmax_m, *absmax_v) = (new_m, new_v);
+    // `p * 1.0` is `p` exactly, so no decay multiplies by one instead of branching.
+    let decay = c.decay.unwrap_or(1.0);
     for j in 0..n {
-        if g[j].is_finite() {
-            let mut pj = p[j];
-            if let Some(d) = c.decay {
-                pj *= d;
-            }
-            p[j] = pj + c.step_size * (s1[j] / (s2[j].sqrt() + c.eps_hat));
+        let updated = p[j] * decay + c.step_size * (s1[j] / (s2[j].sqrt() + c.eps_hat));
+        p[j] = if g[j].is_finite() { updated } else { p[j] };
+    }
+    if new_m > 0.0 {
+        // Dividing by a positive absmax keeps each sign (also of zeros and underflows), so the
+        // sign test below can read the quotient.
+        s1.iter_mut().for_each(|x| *x /= new_m);
+        for (q, &x) in mc.iter_mut().zip(s1.iter()) {
+            *q = tm.quantize_keep_sign(x);
         }
-        mc[j] = if new_m > 0.0 {
-            let mut q = DynamicMap::Signed.quantize(s1[j] / new_m);
-            if DynamicMap::Signed.value(q).is_sign_negative() != s1[j].is_sign_negative() {
-                q = if s1[j] > 0.0 { q.wrapping_add(1) } else { q.wrapping_sub(1) };
-            }
-            q
-        } else {
-            DynamicMap::Signed.zero_code()
-        };
-        vc[j] =
-            if new_v > 0.0 { DynamicMap::Unsigned.quantize(s2[j] / new_v) } else { DynamicMap::Unsigned.zero_code() };
+    } else {
+        mc.fill(DynamicMap::Signed.zero_code());
+    }
+    if new_v > 0.0 {
+        s2.iter_mut().for_each(|x| *x /= new_v);
+        for (q, &x) in vc.iter_mut().zip(s2.iter()) {
+            *q = tv.quantize(x);
+        }
+    } else {
+        vc.fill(DynamicMap::Unsigned.zero_code());
     }
 }

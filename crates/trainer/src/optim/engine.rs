@@ -3,23 +3,30 @@
 //! `paged_alloc` backend (host for CPU runs, a budgeted device for paged optimizers).
 //!
 //! Reference: bitsandbytes `Optimizer2State` (`min_8bit_size = 4096`, block size 256, one set of
-//! blocks per tensor) and `PagedAdamW32bit`/`PagedAdamW8bit`. The step visits state pages in order;
-//! after handing page k to the kernel it prefetches page k+1 (cyclically, so the next step's first
-//! page is on its way), which on a GPU overlaps the copy with page k's kernel. Deliberately not here:
+//! blocks per tensor) and `PagedAdamW32bit`/`PagedAdamW8bit`. The step visits the state unit by
+//! unit (a page of m with its page of v; for 8-bit, a page of codes of each moment with their
+//! absmax pages), in the order of the parameters. Unit k is updated inside
+//! `with_pages_mut_prefetching`, which brings unit k+1's pages in *while* k is being updated
+//! (cyclically, so the next step's first unit is on its way): on the simulated device the copy
+//! runs on a second thread, on CUDA it is a queued `cuMemPrefetchAsync`. The 8-bit update of a
+//! unit runs its 256-element blocks in parallel (rayon, 64 blocks a task). Deliberately not here:
 //! bnb's unorm/percentile clipping and fp16/bf16 parameters.
 
 use std::ops::Range;
 
 use paged_alloc::{PageViewMut, PagedAllocator, PagedBuffer, Stats, DEFAULT_PAGE_SIZE};
+use rayon::prelude::*;
 
+use super::adam8bit_simd::adam8bit_blocks;
 use super::adamw::adamw_kernel;
-use super::dynamic_map::adam8bit_block;
 use super::{check_len, AdamConsts, AdamWConfig, OptimError, Optimizer, OptimizerState, Result, StateTensor};
 
 /// Tensors with fewer elements keep 32-bit state in the 8-bit optimizer (bnb `min_8bit_size`).
 pub const MIN_8BIT_SIZE: usize = 4096;
 /// Elements per 8-bit quantization block (one absmax each).
 pub const QUANT_BLOCK: usize = 256;
+/// Quantization blocks per parallel task of the 8-bit update (16 Ki elements).
+const BLOCKS_PER_TASK: usize = 64;
 
 /// A run of one tensor: `len` elements at `state` in a state buffer and at `param` in the params.
 #[derive(Clone, Copy, Debug)]
@@ -132,20 +139,24 @@ impl Engine {
         check_len(self.kind, "grads", grads.len(), self.n)?;
         self.step += 1;
         let c = AdamConsts::new(&self.cfg, self.step, lr);
-        for k in 0..self.units.len() {
-            let unit = self.units[k].clone();
-            let reqs = self.requests(&unit);
-            let (f_pieces, q_pieces) = (&self.f_pieces, &self.q_pieces);
-            self.alloc.with_pages_mut(&reqs, |views| match unit {
-                Unit::F32(e) => update_f32(views, f_pieces, e, params, grads, &c),
-                Unit::Q8(r) => update_q8(views, q_pieces, r, params, grads, &c),
-            })??;
-            let next = self.units[(k + 1) % self.units.len()].clone();
-            for (buf, r) in self.requests(&next) {
-                self.alloc.prefetch_to_device(buf, r)?;
+        // The walk runs on a rayon worker (one hand-off per step): each unit's update then runs
+        // inline and the page copies beside it are a job another worker steals when it is idle,
+        // or that this one runs itself after the update when none is (`rayon::join`), so
+        // overlapping never waits for a thread to be scheduled.
+        rayon::scope(|_| {
+            for k in 0..self.units.len() {
+                let unit = self.units[k].clone();
+                let reqs = self.requests(&unit);
+                let next = self.requests(&self.units[(k + 1) % self.units.len()]);
+                let (f_pieces, q_pieces) = (&self.f_pieces, &self.q_pieces);
+                let (params, grads) = (&mut *params, grads);
+                self.alloc.with_pages_mut_prefetching(&reqs, &next, |views| match unit {
+                    Unit::F32(e) => update_f32(views, f_pieces, e, params, grads, &c),
+                    Unit::Q8(r) => update_q8(views, q_pieces, r, params, grads, &c),
+                })??;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn state_bytes(&self) -> usize {
@@ -234,24 +245,22 @@ fn update_q8(
     };
     let (am, av) = (vam.as_f32_mut()?, vav.as_f32_mut()?);
     let (mc, vc) = (vm.as_bytes_mut(), vv.as_bytes_mut());
+    let first_block = r.start / QUANT_BLOCK;
     for p in overlapping(pieces, r.clone()) {
         // Pieces start on block boundaries, so blocks of a piece are whole blocks of the buffer.
-        let mut at = 0;
-        while at < p.len {
-            let len = QUANT_BLOCK.min(p.len - at);
-            let (s, pp) = (p.state + at - r.start, p.param + at);
-            let blk = (p.state + at) / QUANT_BLOCK - r.start / QUANT_BLOCK;
-            adam8bit_block(
-                &mut params[pp..pp + len],
-                &grads[pp..pp + len],
-                &mut mc[s..s + len],
-                &mut vc[s..s + len],
-                &mut am[blk],
-                &mut av[blk],
-                c,
-            );
-            at += len;
-        }
+        let (s, blk) = (p.state - r.start, p.state / QUANT_BLOCK - first_block);
+        let nb = p.len.div_ceil(QUANT_BLOCK);
+        let (mc, vc) = (&mut mc[s..s + p.len], &mut vc[s..s + p.len]);
+        let (am, av) = (&mut am[blk..blk + nb], &mut av[blk..blk + nb]);
+        let (pp, gp) = (&mut params[p.param..p.param + p.len], &grads[p.param..p.param + p.len]);
+        let task = BLOCKS_PER_TASK * QUANT_BLOCK;
+        pp.par_chunks_mut(task)
+            .zip(gp.par_chunks(task))
+            .zip(mc.par_chunks_mut(task).zip(vc.par_chunks_mut(task)))
+            .zip(am.par_chunks_mut(BLOCKS_PER_TASK).zip(av.par_chunks_mut(BLOCKS_PER_TASK)))
+            .for_each(|(((pt, gt), (mt, vt)), (amt, avt))| {
+                adam8bit_blocks(pt, gt, mt, vt, amt, avt, c, QUANT_BLOCK, true);
+            });
     }
     Ok(())
 }

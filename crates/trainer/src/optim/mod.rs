@@ -15,6 +15,7 @@
 //! Every optimizer saves and loads its state as named buffers ([`OptimizerState`]); loading and
 //! continuing is bit-identical to never having stopped, whatever the backend.
 
+mod adam8bit_simd;
 mod adamw;
 mod dynamic_map;
 mod engine;

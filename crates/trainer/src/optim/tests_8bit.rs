@@ -3,6 +3,7 @@
 
 use paged_alloc::PagedAllocator;
 
+use super::adam8bit_simd::{adam8bit_blocks, quantize_simd};
 use super::tests_adamw::{bits, Rng};
 use super::*;
 
@@ -19,6 +20,12 @@ fn dynamic_maps_are_bnbs() {
     assert_eq!(bits(&DynamicMap::Unsigned.generate()), bits(&u));
     assert_eq!((u[0], u[255]), (0.0, 1.0));
     assert!(u.windows(2).all(|w| w[0] < w[1]) && s.windows(2).all(|w| w[0] < w[1]));
+    // The sign rule of the first moment reads the sign off the code: below 127 is negative.
+    for map in [DynamicMap::Signed, DynamicMap::Unsigned] {
+        let t = map.table();
+        assert!((0..=255u8).all(|c| (c < t.negatives()) == t.value(c).is_sign_negative()), "{map:?}");
+    }
+    assert_eq!((DynamicMap::Signed.table().negatives(), DynamicMap::Unsigned.table().negatives()), (127, 0));
 }
 
 /// Exact-nearest code by brute force (distances in f64).
@@ -80,16 +87,44 @@ fn quantize_equals_bnb_search_including_ties() {
         }
         let mut rng = Rng::new(4);
         xs.extend((0..10_000).map(|_| rng.uniform() * 10f32.powi((rng.uniform() * 4.0) as i32 - 3)));
-        for x in xs {
+        for &x in &xs {
             assert_eq!(map.quantize(x), quantize_2d_literal(map, x), "{map:?} {x}");
         }
+        // The SIMD quantizer (with the first moment's sign rule) on the same ties, finite ones.
+        let mut finite: Vec<f32> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        finite.truncate(finite.len() / 8 * 8);
+        if let Some(simd) = quantize_simd(map, &finite) {
+            for (&x, &q) in finite.iter().zip(&simd) {
+                let want = match map {
+                    DynamicMap::Signed => map.table().quantize_keep_sign(x),
+                    DynamicMap::Unsigned => map.quantize(x),
+                };
+                assert_eq!(q, want, "{map:?} {x}: SIMD code");
+            }
+        }
         // Every bucket edge of the lookup table, inside and just outside [-1, 1].
-        for key in 0u32..1 << 14 {
-            for b in [key << 18, (key << 18) | 0x3ffff] {
+        for key in 0u32..1 << 16 {
+            for b in [key << 16, (key << 16) | 0xffff] {
                 let x = f32::from_bits(b);
                 assert_eq!(map.quantize(x), map.quantize_search(x), "{map:?} {x}");
             }
         }
+        // One comparison after the bucket lookup is enough: no bucket spans more than two codes.
+        assert!(map.table().max_bucket_span() <= 1, "{map:?}");
+    }
+}
+
+#[test]
+fn quantize_equals_bnb_search_on_a_dense_sweep_of_all_floats() {
+    // Every 127th bit pattern (odd stride: every mantissa residue, every exponent, both signs,
+    // inf and NaN included): 33.8 M values per map.
+    for map in [DynamicMap::Signed, DynamicMap::Unsigned] {
+        let mut bad = 0usize;
+        for b in (0..=u32::MAX).step_by(127) {
+            let x = f32::from_bits(b);
+            bad += (map.quantize(x) != map.quantize_search(x)) as usize;
+        }
+        assert_eq!(bad, 0, "{map:?}: {bad} values quantize differently from bnb's search");
     }
 }
 
@@ -297,4 +332,43 @@ fn paged_8bit_matches_host_and_save_load_continues() {
         assert_eq!(p[17], before);
     }
     assert_eq!(bits(&p), bits(&r));
+}
+
+#[test]
+fn simd_blocks_equal_scalar_blocks_bit_for_bit() {
+    let mut rng = Rng::new(21);
+    let c = AdamConsts::new(&AdamWConfig { weight_decay: 0.02, ..Default::default() }, 7, 3e-3);
+    // Lengths: whole blocks, a partial block that is a multiple of 8, and one that is not.
+    for (case, len) in [4096usize, 256 * 5 + 136, 256 * 3 + 77, 8, 3].into_iter().enumerate() {
+        let nb = len.div_ceil(256);
+        let mut g = rng.vec(len, 0.05);
+        let mut m = rng.vec(len, 0.01);
+        let v: Vec<f32> = rng.vec(len, 1e-4).iter().map(|x| x.abs()).collect();
+        // Hard cases: non-finite and huge gradients (v overflows to inf, x to NaN), a block of
+        // zero gradient and state (absmax 0), tiny moments near the zero code.
+        if len > 300 {
+            g[5] = f32::NAN;
+            g[9] = f32::INFINITY;
+            g[20] = -f32::INFINITY;
+            g[300] = 3e19;
+            m[31..40].iter_mut().for_each(|x| *x = 1e-12 * (*x).signum());
+        }
+        if len >= 4096 {
+            g[512..768].iter_mut().for_each(|x| *x = 0.0);
+            m[512..768].iter_mut().for_each(|x| *x = 0.0);
+        }
+        let (mut mq, mut vq) = (vec![0u8; len], vec![0u8; len]);
+        let (mut am, mut av) = (vec![0.0f32; nb], vec![0.0f32; nb]);
+        quantize_blockwise(DynamicMap::Signed, &m, 256, &mut mq, &mut am);
+        quantize_blockwise(DynamicMap::Unsigned, &v, 256, &mut vq, &mut av);
+        let p0 = rng.vec(len, 1.0);
+        let run = |simd: bool| {
+            let (mut p, mut mq, mut vq, mut am, mut av) = (p0.clone(), mq.clone(), vq.clone(), am.clone(), av.clone());
+            adam8bit_blocks(&mut p, &g, &mut mq, &mut vq, &mut am, &mut av, &c, 256, simd);
+            (bits(&p), mq, vq, bits(&am), bits(&av))
+        };
+        let (simd, scalar) = (run(true), run(false));
+        assert!(simd == scalar, "case {case} (len {len}): the SIMD kernel differs from the scalar one");
+        assert_ne!(scalar.0, bits(&p0), "case {case}: nothing was updated");
+    }
 }

@@ -44,6 +44,10 @@ fn paged_matches_plain_bit_for_bit_under_a_small_budget() {
     // Prefetching the next page while the current one is used: only the very first page faults.
     assert_eq!(s.faults, 2, "{s:?}");
     assert_eq!(s.faults_avoided, state_pages * steps as u64 - 2, "{s:?}");
+    // Every prefetch was made while the previous unit was being updated (the budget holds two
+    // units), none after it; the last one brings in the first unit of a step never taken.
+    assert_eq!(s.prefetches_overlapped, s.prefetches, "{s:?}");
+    assert_eq!(s.prefetches, state_pages * steps as u64, "{s:?}");
 }
 
 #[test]
