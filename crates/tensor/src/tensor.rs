@@ -189,8 +189,14 @@ impl Tensor {
 
     /// The elements in row-major order, widened to f32 whatever the dtype.
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        if let Ok(s) = self.as_slice::<f32>() {
+            return Ok(s.to_vec()); // a memcpy
+        }
         let s = self.cpu_storage("to_vec_f32")?;
-        Ok(crate::with_cpu_storage!(s, v => self.layout.indices().map(|i| v[i].to_f32()).collect()))
+        Ok(crate::with_cpu_storage!(s, v => match self.layout.contiguous_range() {
+            Some(r) => v[r].iter().map(|x| x.to_f32()).collect(),
+            None => crate::ops::copy::strided_copy(v, &self.layout).iter().map(|x| x.to_f32()).collect(),
+        }))
     }
 
     /// The single element of a one-element tensor, widened to f32.
