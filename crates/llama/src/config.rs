@@ -96,16 +96,11 @@ impl LlamaConfig {
                 }
             },
             max_position_embeddings: j.opt_usize("max_position_embeddings")?.unwrap_or(2048),
-            bos_token_id: j.opt_usize("bos_token_id")?.map(|v| v as u32),
+            bos_token_id: j.opt_token_id("bos_token_id")?,
             eos_token_ids: match v.get("eos_token_id") {
                 None | Some(Value::Null) => vec![],
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|x| {
-                        x.as_u64().map(|x| x as u32).ok_or_else(|| Error::config(&file, "eos_token_id", "expected ids"))
-                    })
-                    .collect::<Result<_>>()?,
-                Some(_) => vec![j.usize("eos_token_id")? as u32],
+                Some(Value::Array(a)) => a.iter().map(|x| j.token_id("eos_token_id", x)).collect::<Result<_>>()?,
+                Some(_) => j.opt_token_id("eos_token_id")?.into_iter().collect(),
             },
         };
         cfg.validate(&file)?;
@@ -137,8 +132,6 @@ impl LlamaConfig {
                 None => g.tensor_info("token_embd.weight").and_then(|t| t.ne.get(1).copied()).unwrap_or(0) as usize,
             },
         };
-        let opt_id =
-            |k: &str| -> Result<Option<u32>> { g.get(k).map(|_| g.get_usize(k).map(|v| v as u32)).transpose() };
         let cfg = LlamaConfig {
             hidden_size,
             intermediate_size: g.get_usize(&key("feed_forward_length"))?,
@@ -157,8 +150,8 @@ impl LlamaConfig {
             vocab_size,
             tie_word_embeddings: g.tensor_info("output.weight").is_none(),
             max_position_embeddings: g.get_usize(&key("context_length"))?,
-            bos_token_id: opt_id("tokenizer.ggml.bos_token_id")?,
-            eos_token_ids: opt_id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
+            bos_token_id: g.get_token_id("tokenizer.ggml.bos_token_id")?,
+            eos_token_ids: g.get_token_id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
         };
         if let Some(rd) = g.get(&key("rope.dimension_count")).and_then(|v| v.as_int()) {
             if rd != cfg.head_dim as i128 {
@@ -208,6 +201,21 @@ impl LlamaConfig {
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
             return err("rope_theta", format!("{} must be positive", self.rope_theta));
         }
+        if self.checked_num_parameters().is_none() {
+            return err(
+                "hidden_size",
+                format!(
+                    "hidden {}, intermediate {}, {} heads of {}, vocabulary {} and {} layers make more parameters \
+                     than fit in usize",
+                    self.hidden_size,
+                    self.intermediate_size,
+                    self.num_attention_heads,
+                    self.head_dim,
+                    self.vocab_size,
+                    self.num_hidden_layers
+                ),
+            );
+        }
         for id in self.bos_token_id.iter().chain(&self.eos_token_ids) {
             if *id as usize >= self.vocab_size {
                 return err(
@@ -219,14 +227,26 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// Parameters of the model (embeddings, layers, final norm, and `lm_head` unless tied).
+    /// Parameters of the model (embeddings, layers, final norm, and `lm_head` unless tied);
+    /// `usize::MAX` for sizes whose count overflows, which [`validate`](Self::validate) refuses.
     pub fn num_parameters(&self) -> usize {
+        self.checked_num_parameters().unwrap_or(usize::MAX)
+    }
+
+    /// [`num_parameters`](Self::num_parameters), or `None` when the count does not fit in `usize`
+    /// (sizes from a hostile file: every product here is checked).
+    pub fn checked_num_parameters(&self) -> Option<usize> {
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let q = self.num_attention_heads * self.head_dim;
-        let kv = self.num_key_value_heads * self.head_dim;
-        let layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
-        let head = if self.tie_word_embeddings { 0 } else { v * h };
-        v * h + self.num_hidden_layers * layer + h + head
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let q = mul(self.num_attention_heads, self.head_dim)?;
+        let kv = mul(self.num_key_value_heads, self.head_dim)?;
+        // q, k, v, o; gate, up, down; two norms.
+        let layer = [mul(h, q)?, mul(mul(2, h)?, kv)?, mul(q, h)?, mul(mul(3, h)?, i)?, mul(2, h)?]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)?;
+        let embed = mul(v, h)?;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        [embed, mul(self.num_hidden_layers, layer)?, h, head].into_iter().try_fold(0usize, usize::checked_add)
     }
 }
 
@@ -245,6 +265,18 @@ impl Json<'_> {
                 .and_then(|x| usize::try_from(x).ok())
                 .map(Some)
                 .ok_or_else(|| Error::config(self.file, k, format!("expected a non-negative integer, got {x}"))),
+        }
+    }
+    /// A token id: an integer in `0..=u32::MAX`, never truncated into some other token.
+    fn token_id(&self, k: &str, x: &Value) -> Result<u32> {
+        x.as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| Error::config(self.file, k, format!("expected a token id in 0..={}, got {x}", u32::MAX)))
+    }
+    fn opt_token_id(&self, k: &str) -> Result<Option<u32>> {
+        match self.v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => self.token_id(k, x).map(Some),
         }
     }
     fn usize(&self, k: &str) -> Result<usize> {

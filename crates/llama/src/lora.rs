@@ -296,12 +296,17 @@ impl LoraParams {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // Errors name `path`, the file the user asked for, not the temporary name; the temporary file
+    // is removed on any failure (a full disk keeps its space).
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(&tmp, e)
+        Error::io(path, e)
     })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub use chat::{apply_chat_template, ChatMessage, ChatTemplate};
 
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel;
@@ -109,10 +110,8 @@ impl Tokenizer {
                 format!("{} types for {} tokens", types.len(), tokens.len()),
             ));
         }
-        let opt_id =
-            |k: &str| -> Result<Option<u32>> { g.get(k).map(|_| g.get_usize(k).map(|v| v as u32)).transpose() };
-        let bos_id = opt_id("tokenizer.ggml.bos_token_id")?;
-        let eos_id = opt_id("tokenizer.ggml.eos_token_id")?;
+        let bos_id = g.get_token_id("tokenizer.ggml.bos_token_id")?;
+        let eos_id = g.get_token_id("tokenizer.ggml.eos_token_id")?;
         for (k, id) in [("tokenizer.ggml.bos_token_id", bos_id), ("tokenizer.ggml.eos_token_id", eos_id)] {
             if id.is_some_and(|id| id as usize >= tokens.len()) {
                 return Err(Error::config(path, k, format!("{id:?} is outside the {} tokens", tokens.len())));
@@ -122,6 +121,13 @@ impl Tokenizer {
             g.get("tokenizer.ggml.add_bos_token").map(|v| *v == crate::gguf::MetaValue::Bool(true)).unwrap_or(default)
         };
 
+        if u32::try_from(tokens.len()).is_err() {
+            return Err(Error::config(
+                path,
+                "tokenizer.ggml.tokens",
+                format!("{} tokens do not fit u32 ids", tokens.len()),
+            ));
+        }
         // The first occurrence of a token string keeps its id (GGUF vocabularies may repeat).
         let mut vocab = Vocab::default();
         for (id, t) in tokens.iter().enumerate() {
@@ -142,7 +148,7 @@ impl Tokenizer {
         let tk_err = |e: tokenizers::Error| Error::tokenizer(path, e.to_string());
         let mut builder = BPE::builder().vocab_and_merges(vocab, merges);
         if model == "llama" {
-            let unk = opt_id("tokenizer.ggml.unknown_token_id")?.unwrap_or(0) as usize;
+            let unk = g.get_token_id("tokenizer.ggml.unknown_token_id")?.unwrap_or(0) as usize;
             let unk = tokens
                 .get(unk)
                 .ok_or_else(|| Error::config(path, "tokenizer.ggml.unknown_token_id", "outside the vocabulary"))?;
@@ -262,22 +268,164 @@ impl Tokenizer {
 /// BPE merges of a SentencePiece vocabulary, as transformers' `SentencePieceExtractor` derives
 /// them: every split of a normal token into two vocabulary tokens, ordered by the merged token's
 /// score (highest first), ties by the ids of the two parts.
+///
+/// Linear in the vocabulary's bytes plus the merges found. Hashing `tok[..i]` and `tok[i..]` anew
+/// at every split costs L² for a token of L bytes, and a GGUF file may hold a token of megabytes;
+/// instead every prefix and suffix is looked up by a rolling hash (keyed per process, so a crafted
+/// vocabulary cannot force collisions), and strings are compared only where both halves hit.
 fn merges_from_scores(tokens: &[&str], types: &[i64], scores: &[f32]) -> Merges {
-    let index: std::collections::HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).rev().collect();
+    let h = RollingHash::new(tokens.iter().map(|t| t.len()).max().unwrap_or(0));
+    // (hash, byte length) -> the first id with that string; other strings with the same key (a
+    // collision, about 2^-61 per pair) go to `collided`.
+    let mut index: HashMap<(u64, usize), usize> = HashMap::with_capacity(tokens.len());
+    let mut collided: HashMap<(u64, usize), Vec<usize>> = HashMap::new();
+    for (id, t) in tokens.iter().enumerate() {
+        let key = (h.of(t.as_bytes()), t.len());
+        match index.get(&key) {
+            None => {
+                index.insert(key, id);
+            }
+            Some(&first) if tokens[first] != *t => {
+                let same = collided.entry(key).or_default();
+                if !same.iter().any(|&i| tokens[i] == *t) {
+                    same.push(id);
+                }
+            }
+            Some(_) => {} // a repeated string keeps its first id
+        }
+    }
+    let find = |key: (u64, usize), s: &str| -> Option<usize> {
+        let &first = index.get(&key)?;
+        if tokens[first] == s {
+            return Some(first);
+        }
+        collided.get(&key)?.iter().copied().find(|&i| tokens[i] == s)
+    };
     let mut merges: Vec<(f32, usize, usize)> = Vec::new();
+    let mut prefix = Vec::new();
     for (id, tok) in tokens.iter().enumerate() {
         if types.get(id).is_some_and(|&t| t != 1) {
             continue;
         }
         let score = scores.get(id).copied().unwrap_or(0.0);
-        let mut local: Vec<(f32, usize, usize)> = tok
-            .char_indices()
-            .skip(1)
-            .filter_map(|(i, _)| Some((score, *index.get(&tok[..i])?, *index.get(&tok[i..])?)))
-            .collect();
-        local.sort_by_key(|&(_, l, r)| (l, r));
-        merges.extend(local);
+        h.prefixes(tok.as_bytes(), &mut prefix);
+        let n = tok.len();
+        let start = merges.len();
+        for (i, _) in tok.char_indices().skip(1) {
+            let (kl, kr) = ((prefix[i], i), (h.sub(prefix[n], prefix[i], n - i), n - i));
+            if !(index.contains_key(&kl) && index.contains_key(&kr)) {
+                continue;
+            }
+            if let (Some(l), Some(r)) = (find(kl, &tok[..i]), find(kr, &tok[i..])) {
+                merges.push((score, l, r));
+            }
+        }
+        merges[start..].sort_by_key(|&(_, l, r)| (l, r));
     }
     merges.sort_by(|a, b| b.0.total_cmp(&a.0));
     merges.into_iter().map(|(_, l, r)| (tokens[l].to_string(), tokens[r].to_string())).collect()
+}
+
+/// Polynomial hashes of byte strings modulo the Mersenne prime 2^61 - 1, with a random base, and
+/// the powers of the base up to the longest string, so any substring's hash is O(1) from prefixes.
+struct RollingHash {
+    base: u64,
+    pow: Vec<u64>,
+}
+
+impl RollingHash {
+    const M: u64 = (1 << 61) - 1;
+
+    fn new(max_len: usize) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut r = std::collections::hash_map::RandomState::new().build_hasher();
+        r.write_u64(0x5eed);
+        let base = 256 + r.finish() % (Self::M - 512);
+        let mut pow = Vec::with_capacity(max_len + 1);
+        pow.push(1);
+        for i in 0..max_len {
+            pow.push(Self::mul(pow[i], base));
+        }
+        RollingHash { base, pow }
+    }
+    fn mul(a: u64, b: u64) -> u64 {
+        let p = a as u128 * b as u128;
+        ((p >> 61) as u64 + (p as u64 & Self::M)) % Self::M
+    }
+    fn push(&self, h: u64, byte: u8) -> u64 {
+        (Self::mul(h, self.base) + byte as u64 + 1) % Self::M
+    }
+    /// The hash of `s`.
+    fn of(&self, s: &[u8]) -> u64 {
+        s.iter().fold(0, |h, &b| self.push(h, b))
+    }
+    /// `out[i]` = hash of `s[..i]`, for i in 0..=len.
+    fn prefixes(&self, s: &[u8], out: &mut Vec<u64>) {
+        out.clear();
+        out.push(0);
+        for &b in s {
+            out.push(self.push(out[out.len() - 1], b));
+        }
+    }
+    /// The hash of `s[i..i + len]` from `whole` = hash of `s[..i + len]` and `head` = hash of `s[..i]`.
+    fn sub(&self, whole: u64, head: u64, len: usize) -> u64 {
+        (whole + Self::M - Self::mul(head, self.pow[len])) % Self::M
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct reading of the definition: hash both halves at every split.
+    fn merges_reference(tokens: &[&str], types: &[i64], scores: &[f32]) -> Merges {
+        let index: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).rev().collect();
+        let mut merges: Vec<(f32, usize, usize)> = Vec::new();
+        for (id, tok) in tokens.iter().enumerate() {
+            if types.get(id).is_some_and(|&t| t != 1) {
+                continue;
+            }
+            let score = scores.get(id).copied().unwrap_or(0.0);
+            let mut local: Vec<(f32, usize, usize)> = tok
+                .char_indices()
+                .skip(1)
+                .filter_map(|(i, _)| Some((score, *index.get(&tok[..i])?, *index.get(&tok[i..])?)))
+                .collect();
+            local.sort_by_key(|&(_, l, r)| (l, r));
+            merges.extend(local);
+        }
+        merges.sort_by(|a, b| b.0.total_cmp(&a.0));
+        merges.into_iter().map(|(_, l, r)| (tokens[l].to_string(), tokens[r].to_string())).collect()
+    }
+
+    #[test]
+    fn rolling_hash_merges_equal_the_reference() {
+        // Short strings over a small alphabet (so most splits hit), multi-byte characters,
+        // repeated strings, non-normal types and equal scores.
+        let mut rng = tensor::Rng::new(9);
+        let alphabet = ["a", "b", "▁", "é", "ab", "z"];
+        let owned: Vec<String> = (0..3000)
+            .map(|_| (0..1 + rng.below(6)).map(|_| alphabet[rng.below(alphabet.len())]).collect::<String>())
+            .collect();
+        let tokens: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let types: Vec<i64> = (0..tokens.len()).map(|i| if i % 17 == 0 { 3 } else { 1 }).collect();
+        let scores: Vec<f32> = (0..tokens.len()).map(|i| -((i % 50) as f32)).collect();
+        let got = merges_from_scores(&tokens, &types, &scores);
+        assert!(got.len() > 1000, "{} merges", got.len());
+        assert_eq!(got, merges_reference(&tokens, &types, &scores));
+    }
+
+    #[test]
+    fn rolling_hash_substrings_match_whole_hashes() {
+        let h = RollingHash::new(64);
+        let s = "héllo▁wörld, a longer string".as_bytes();
+        let mut p = Vec::new();
+        h.prefixes(s, &mut p);
+        for i in 0..=s.len() {
+            for j in i..=s.len() {
+                assert_eq!(h.sub(p[j], p[i], j - i), h.of(&s[i..j]), "{i}..{j}");
+            }
+        }
+        assert_ne!(h.of(b"ab"), h.of(b"ba"));
+    }
 }

@@ -252,3 +252,117 @@ fn bnb_shape_whose_element_count_overflows_is_refused() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(nf4::Nf4Weight::from_bnb("w", &st).is_ok());
 }
+
+// ---- found by review --------------------------------------------------------------------------
+
+#[test]
+fn token_ids_past_u32_are_errors_naming_the_key_not_truncated() {
+    // 2^32 + 1 used to become token 1 (`as u32`), a valid id of the tiny vocabulary.
+    let big = (1u64 << 32) + 1;
+    let config = std::fs::read_to_string(tiny().join("config.json")).unwrap();
+    let cases = [
+        ("bos_token_id", config.replace("\"bos_token_id\": 1", &format!("\"bos_token_id\": {big}"))),
+        ("eos_token_id", config.replace("\"eos_token_id\": 2", &format!("\"eos_token_id\": {big}"))),
+        ("eos_token_id", config.replace("\"eos_token_id\": 2", &format!("\"eos_token_id\": [2, {big}]"))),
+    ];
+    for (key, text) in cases {
+        assert_ne!(text, config);
+        let e = LlamaConfig::from_json_str(&text, "config.json").unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains(&format!("'{key}'")) && e.contains("token id"), "{e}");
+    }
+    assert_eq!(LlamaConfig::from_json_str(&config, "config.json").unwrap().bos_token_id, Some(1));
+
+    // GGUF metadata: the model config and the tokenizer both refuse it.
+    for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"] {
+        let g = GgufFile::from_bytes(llama_gguf(), "m.gguf").unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in &g.metadata {
+            w.add_meta(k.clone(), v.clone());
+        }
+        w.add_meta(key, MetaValue::U64(big));
+        let g = GgufFile::from_bytes(w.to_bytes(), "m.gguf").unwrap();
+        let e = LlamaConfig::from_gguf(&g).unwrap_err().to_string();
+        assert!(e.contains("m.gguf") && e.contains(key) && e.contains("token id"), "{e}");
+
+        let t = GgufFile::from_bytes(spm_tokenizer_gguf(), "t.gguf").unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in t.metadata.iter().filter(|(k, _)| k != key) {
+            w.add_meta(k.clone(), v.clone());
+        }
+        w.add_meta(key, MetaValue::U64(big));
+        let t = GgufFile::from_bytes(w.to_bytes(), "t.gguf").unwrap();
+        let e = llama::Tokenizer::from_gguf(&t).unwrap_err().to_string();
+        assert!(e.contains("t.gguf") && e.contains(key) && e.contains("token id"), "{e}");
+    }
+    let t = GgufFile::from_bytes(spm_tokenizer_gguf(), "t.gguf").unwrap();
+    assert_eq!(t.get_token_id("tokenizer.ggml.bos_token_id").unwrap(), Some(1));
+    assert_eq!(t.get_token_id("tokenizer.ggml.no_such_key").unwrap(), None);
+}
+
+// ---- crashing inputs kept as files ------------------------------------------------------------
+
+/// What each fuzz target does with its bytes (mirrors fuzz/fuzz_targets/<target>.rs).
+fn run_like_target(target: &str, data: &[u8]) {
+    match target {
+        "gguf" => {
+            let Ok(g) = GgufFile::from_bytes(data.to_vec(), "fuzz.gguf") else { return };
+            for t in &g.tensors {
+                let _ = g.tensor_f32(&t.name);
+                let _ = llama::gguf::gguf_to_hf_name(&t.name);
+            }
+            if let Ok(cfg) = LlamaConfig::from_gguf(&g) {
+                let _ = cfg.num_parameters();
+            }
+        }
+        "config_json" => {
+            let Ok(text) = std::str::from_utf8(data) else { return };
+            if let Ok(cfg) = LlamaConfig::from_json_str(text, "config.json") {
+                let _ = cfg.num_parameters();
+            }
+        }
+        "tokenizer_gguf" => {
+            let Ok(g) = GgufFile::from_bytes(data.to_vec(), "fuzz.gguf") else { return };
+            let Ok(tok) = llama::Tokenizer::from_gguf(&g) else { return };
+            if let Ok(ids) = tok.encode("Hello world, 123 <s> </s> é", true) {
+                let _ = tok.decode(&ids, false);
+            }
+        }
+        other => panic!("no runner for fuzz target '{other}' (name crash files <target>-<what>)"),
+    }
+}
+
+/// Every input the fuzzers found crashing (tests/fixtures/fuzz-crashes/<target>-<what>, minimized
+/// with `cargo fuzz tmin`) now runs through its target's code without a panic.
+#[test]
+fn saved_fuzz_crashes_no_longer_crash() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-crashes");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let target = ["tokenizer_gguf", "config_json", "gguf"].into_iter().find(|t| name.starts_with(&format!("{t}-")));
+        let target = target.unwrap_or_else(|| panic!("{name}: not named <target>-<what>"));
+        run_like_target(target, &std::fs::read(&path).unwrap());
+        n += 1;
+    }
+    assert!(n >= 1, "no crash files in {}", dir.display());
+}
+
+#[test]
+fn parameter_count_overflow_is_a_config_error() {
+    // Found by the gguf target once overflow checks were on: hidden 4294967256 (a negative i32
+    // read as u32) made num_parameters overflow; config.json reaches the same code.
+    let bytes = std::fs::read(tiny().join("../fuzz-crashes/gguf-num-parameters-overflow")).unwrap();
+    let g = GgufFile::from_bytes(bytes, "crash.gguf").unwrap();
+    let e = LlamaConfig::from_gguf(&g).unwrap_err().to_string();
+    assert!(e.contains("crash.gguf") && e.contains("more parameters than fit"), "{e}");
+    let config = std::fs::read_to_string(tiny().join("config.json")).unwrap();
+    let huge = config
+        .replace("\"hidden_size\": 64", "\"hidden_size\": 4294967296")
+        .replace("\"vocab_size\": 256", "\"vocab_size\": 4294967296")
+        .replace("\"head_dim\": 16", "\"head_dim\": 1073741824");
+    let e = LlamaConfig::from_json_str(&huge, "config.json").unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("'hidden_size'") && e.contains("more parameters"), "{e}");
+    let ok = LlamaConfig::from_json_str(&config, "config.json").unwrap();
+    assert_eq!(ok.checked_num_parameters(), Some(ok.num_parameters()));
+}

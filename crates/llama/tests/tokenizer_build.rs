@@ -97,3 +97,45 @@ fn tokenizer_json_round_trip_of_the_real_tokenizer() {
     assert_eq!(t2.chat_template(), t.chat_template());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn merges_from_scores_is_near_linear_on_a_large_vocabulary() {
+    // 200k SentencePiece pieces over a small alphabet (most splits of a piece are pieces too),
+    // plus one 512 KiB piece: hashing both halves at every split made that one piece cost
+    // ~10^11 byte hashes; prefix hashes make it ~10^6.
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2i32, 3, 3];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    types.extend([6; 256]);
+    let alphabet: Vec<char> = "▁abcdefghij".chars().collect();
+    tokens.extend(alphabet.iter().map(|c| c.to_string()));
+    let mut rng = tensor::Rng::new(3);
+    let mut seen: std::collections::HashSet<String> = tokens.iter().cloned().collect();
+    while tokens.len() < 200_000 {
+        let t: String = (0..2 + rng.below(9)).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        if seen.insert(t.clone()) {
+            tokens.push(t);
+        }
+    }
+    tokens.push("ab".repeat(256 * 1024));
+    types.resize(tokens.len(), 1);
+    let scores: Vec<MetaValue> = (0..tokens.len()).map(|i| MetaValue::F32(-(i as f32))).collect();
+    let mut w = GgufWriter::new();
+    w.add_meta("tokenizer.ggml.model", MetaValue::String("llama".into()))
+        .add_meta("tokenizer.ggml.tokens", strs(&tokens.iter().map(String::as_str).collect::<Vec<_>>()))
+        .add_meta("tokenizer.ggml.scores", MetaValue::Array(6, scores))
+        .add_meta("tokenizer.ggml.token_type", MetaValue::Array(5, types.into_iter().map(MetaValue::I32).collect()))
+        .add_meta("tokenizer.ggml.unknown_token_id", MetaValue::U32(0));
+    let g = GgufFile::from_bytes(w.to_bytes(), "big-vocab.gguf").unwrap();
+    let t0 = std::time::Instant::now();
+    let t = Tokenizer::from_gguf(&g).unwrap();
+    let took = t0.elapsed();
+    eprintln!("tokenizer of {} pieces built in {took:?}", tokens.len());
+    assert!(took < std::time::Duration::from_secs(30), "building the tokenizer took {took:?}");
+    // The merges are real: a piece of the vocabulary encodes to itself.
+    let piece = tokens.iter().find(|t| t.starts_with('▁') && t.chars().count() == 6).unwrap();
+    let text = piece.trim_start_matches('▁');
+    let ids = t.encode(text, false).unwrap();
+    assert_eq!(t.decode(&ids, false).unwrap(), text);
+    assert_eq!(t.vocab_size(), tokens.len());
+}

@@ -38,7 +38,7 @@ impl Layout {
             if d != 1 && s != acc {
                 return false;
             }
-            acc *= d;
+            acc = acc.saturating_mul(d);
         }
         true
     }
@@ -75,11 +75,16 @@ impl Layout {
         }
         let mut dims = self.shape.dims().to_vec();
         dims[dim] = len;
-        Ok(Layout {
-            shape: Shape::new(dims),
-            strides: self.strides.clone(),
-            offset: self.offset + start * self.strides[dim],
-        })
+        let shape = Shape::new(dims);
+        // An empty view addresses nothing: keep the offset rather than compute a meaningless one.
+        let offset = if shape.elem_count() == 0 {
+            self.offset
+        } else {
+            start.checked_mul(self.strides[dim]).and_then(|o| o.checked_add(self.offset)).ok_or_else(|| {
+                Error::invalid("narrow", format!("start {start} of dim {dim} of {:?} overflows the offset", self.shape))
+            })?
+        };
+        Ok(Layout { shape, strides: self.strides.clone(), offset })
     }
     /// View as `shape`, stretching size-1 (or missing leading) dimensions with stride 0.
     pub fn broadcast_as(&self, shape: &Shape) -> Result<Self> {

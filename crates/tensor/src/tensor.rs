@@ -24,11 +24,16 @@ impl Tensor {
         let len = match &*storage {
             Storage::Cpu(s) => s.len(),
         };
-        let n = layout.shape().elem_count();
+        let n = layout.shape().try_elem_count("from_storage")?;
         if n > 0 {
-            let last: usize = layout.offset()
-                + layout.shape().dims().iter().zip(layout.strides()).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
-            if last >= len {
+            // The last element's index; checked, since the layout may come from a file.
+            let last = layout
+                .shape()
+                .dims()
+                .iter()
+                .zip(layout.strides())
+                .try_fold(layout.offset(), |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x)));
+            if last.is_none_or(|last| last >= len) {
                 return Err(Error::invalid("from_storage", format!("layout {layout:?} reaches past {len} elements")));
             }
         }
@@ -38,8 +43,9 @@ impl Tensor {
     /// A contiguous CPU tensor from a vector.
     pub fn from_vec<T: CpuElement>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
-        if data.len() != shape.elem_count() {
-            return Err(Error::ElementCount { op: "from_vec", len: data.len(), expected: shape.elem_count(), shape });
+        let expected = shape.try_elem_count("from_vec")?;
+        if data.len() != expected {
+            return Err(Error::ElementCount { op: "from_vec", len: data.len(), expected, shape });
         }
         Ok(Self::from_cpu(T::wrap(data), shape))
     }
@@ -228,7 +234,7 @@ impl Tensor {
     /// The same elements with a new shape of equal element count; a view when contiguous.
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
-        if shape.elem_count() != self.elem_count() {
+        if shape.try_elem_count("reshape")? != self.elem_count() {
             return Err(Error::ShapeMismatch { op: "reshape", lhs: self.shape().clone(), rhs: shape });
         }
         let t = self.contiguous()?;
@@ -266,7 +272,7 @@ impl Tensor {
         }
         let mut dims = self.dims().to_vec();
         let mut strides = self.layout.strides().to_vec();
-        let stride = if dim < strides.len() { strides[dim] * dims[dim] } else { 1 };
+        let stride = if dim < strides.len() { strides[dim].saturating_mul(dims[dim]) } else { 1 };
         dims.insert(dim, 1);
         strides.insert(dim, stride);
         Ok(self.with_layout(Layout::from_parts(Shape::new(dims), strides, self.layout.offset())))

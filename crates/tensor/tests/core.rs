@@ -138,3 +138,25 @@ fn rng_is_deterministic_and_resumable() {
     assert_eq!(sorted, (0..50).collect::<Vec<_>>());
     assert_ne!(v, sorted);
 }
+
+#[test]
+fn huge_shapes_with_a_zero_dim_or_an_overflowing_count_are_errors_not_overflows() {
+    const HUGE: usize = 1 << 40;
+    // Zero elements, however large the other dims: constructs, reshapes and narrows.
+    let t = Tensor::from_vec(Vec::<f32>::new(), vec![HUGE, HUGE, 0]).unwrap();
+    assert_eq!(t.elem_count(), 0);
+    let r = t.reshape(vec![0, HUGE, HUGE]).unwrap();
+    assert_eq!(r.dims(), [0, HUGE, HUGE]);
+    assert_eq!(r.narrow(1, HUGE - 1, 1).unwrap().elem_count(), 0);
+    assert!(r.to_vec::<f32>().unwrap().is_empty());
+    assert_eq!(r.unsqueeze(1).unwrap().dims(), [0, 1, HUGE, HUGE]);
+    // A count past usize is an error naming the op, not a wrapped product.
+    let e = Tensor::from_vec(vec![0f32; 3], vec![HUGE, HUGE, 3]).unwrap_err().to_string();
+    assert!(e.contains("from_vec") && e.contains("more elements than fit"), "{e}");
+    let e = Tensor::from_vec(vec![0f32; 4], vec![4]).unwrap().reshape(vec![HUGE, HUGE, 4]).unwrap_err().to_string();
+    assert!(e.contains("reshape"), "{e}");
+    // A layout whose last index overflows is refused, not wrapped around into the storage.
+    let storage = Tensor::from_vec(vec![0f32; 4], vec![4]).unwrap().storage().clone();
+    let huge_stride = Layout::contiguous(vec![2, HUGE, HUGE]);
+    assert!(Tensor::from_storage(storage, huge_stride).is_err());
+}

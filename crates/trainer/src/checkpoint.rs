@@ -2,7 +2,8 @@
 //! files), the optimizer state (`optimizer.safetensors`) and `trainer_state.json` (step, data
 //! position, seed, schedule). Written into a temporary directory, every file fsynced, then renamed
 //! into place and the parent fsynced, so a crash at any point leaves either the old set of complete
-//! checkpoints or the new one, never a half-written `checkpoint-N`.
+//! checkpoints or the new one, never a half-written `checkpoint-N`. A save that fails (a full disk)
+//! removes its temporary directory and says which complete checkpoint to resume from.
 //! Not here: keeping only the last k checkpoints (every save is kept).
 
 use crate::data::DataPosition;
@@ -23,6 +24,9 @@ pub struct TrainerState {
     pub optimizer: String,
     /// Mean training loss of the last step (for the log line on resume).
     pub last_loss: f64,
+    /// Steps skipped so far for a non-finite loss or gradient (`--on-nan skip`).
+    #[serde(default)]
+    pub skipped: usize,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> String {
@@ -33,7 +37,9 @@ fn fsync_dir(dir: &Path) -> Result<(), String> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
 }
 
-/// Write `checkpoint-{step}` under `out` atomically and return its path.
+/// Write `checkpoint-{step}` under `out` atomically and return its path. Refuses non-finite
+/// parameters; on a failed write (a full disk) the partial temporary directory is removed and the
+/// error names the file and the complete checkpoint to `--resume` from.
 pub fn save(
     out: &Path,
     params: &LoraParams,
@@ -41,32 +47,69 @@ pub fn save(
     state: &TrainerState,
     base_model: Option<&str>,
 ) -> Result<PathBuf, String> {
+    ensure_finite(params, &format!("checkpoint-{}", state.step))?;
     recover(out)?;
     let dir = out.join(format!("checkpoint-{}", state.step));
     let tmp = out.join(format!(".checkpoint-{}.tmp-{}", state.step, std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, format!("cannot create checkpoint directory: {e}")))?;
-    params.save_peft(&tmp, base_model).map_err(|e| e.to_string())?;
-    write_optimizer(&tmp.join("optimizer.safetensors"), opt)?;
-    let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
-    llama::lora::write_atomic(&tmp.join("trainer_state.json"), json.as_bytes()).map_err(|e| e.to_string())?;
-    fsync_dir(&tmp)?;
+    if let Err(e) = write_files(&tmp, out, params, opt, state, base_model) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if dir.exists() {
-        // Same step saved again (a resumed run): move the old one aside first.
+        // Same step saved again (a resumed run): move the old one aside first, and put it back if
+        // the new one cannot take its place.
         let old = out.join(format!(".checkpoint-{}.old-{}", state.step, std::process::id()));
         std::fs::rename(&dir, &old).map_err(|e| io(&dir, e))?;
-        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::rename(&old, &dir);
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(io(&dir, e));
+        }
         std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
     } else {
-        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+        std::fs::rename(&tmp, &dir).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            io(&dir, e)
+        })?;
     }
     fsync_dir(out)?;
     Ok(dir)
 }
 
-fn write_optimizer(path: &Path, opt: &OptimizerState) -> Result<(), String> {
+/// The files of a checkpoint, into the temporary directory `tmp` under `out`.
+fn write_files(
+    tmp: &Path,
+    out: &Path,
+    params: &LoraParams,
+    opt: &OptimizerState,
+    state: &TrainerState,
+    base_model: Option<&str>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(tmp).map_err(|e| crate::disk::write_error(tmp, &e, out))?;
+    params.save_peft(tmp, base_model).map_err(|e| crate::disk::llama_write_error(e, out))?;
+    write_optimizer(&tmp.join("optimizer.safetensors"), opt, out)?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+    llama::lora::write_atomic(&tmp.join("trainer_state.json"), json.as_bytes())
+        .map_err(|e| crate::disk::llama_write_error(e, out))?;
+    fsync_dir(tmp)
+}
+
+/// An error naming `what` unless every LoRA parameter is finite: NaN adapters are never written.
+pub fn ensure_finite(params: &LoraParams, what: &str) -> Result<(), String> {
+    match params.data.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "refusing to write {what}: LoRA parameter {i} of {} is {} (lower --lr or --max-grad-norm)",
+            params.data.len(),
+            params.data[i]
+        )),
+    }
+}
+
+fn write_optimizer(path: &Path, opt: &OptimizerState, out: &Path) -> Result<(), String> {
     let bufs: Vec<(String, Dtype, usize, Vec<u8>)> = opt
         .tensors
         .iter()
@@ -85,7 +128,7 @@ fn write_optimizer(path: &Path, opt: &OptimizerState) -> Result<(), String> {
     let meta: HashMap<String, String> =
         [("kind".to_string(), opt.kind.clone()), ("step".to_string(), opt.step.to_string())].into();
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| io(path, e))?;
-    llama::lora::write_atomic(path, &bytes).map_err(|e| e.to_string())
+    llama::lora::write_atomic(path, &bytes).map_err(|e| crate::disk::llama_write_error(e, out))
 }
 
 fn read_optimizer(path: &Path) -> Result<OptimizerState, String> {

@@ -143,6 +143,10 @@ pub struct TrainArgs {
     /// cpu, or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// At a NaN/Inf loss or gradient: stop (keeping the last good checkpoint), or skip that
+    /// step's update and go on (5 non-finite steps in a row still stop).
+    #[arg(long, default_value = "stop")]
+    pub on_nan: String,
 }
 
 /// Refuse devices and dtypes this build cannot run, with the reason.
@@ -181,6 +185,11 @@ impl TrainArgs {
                 return Err(format!("{flag} must be at least 1"));
             }
         }
+        let stop_on_nan = match self.on_nan.as_str() {
+            "stop" => true,
+            "skip" => false,
+            other => return Err(format!("--on-nan '{other}' is not one of stop, skip")),
+        };
         if self.steps == Some(0) {
             return Err("--steps must be at least 1".into());
         }
@@ -237,7 +246,7 @@ impl TrainArgs {
             save_every: self.save_every,
             eval_every: self.eval_every,
             eval_examples: self.eval_examples,
-            stop_on_nan: true,
+            stop_on_nan,
             verbose: true,
         })
     }

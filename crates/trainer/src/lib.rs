@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod disk;
 pub mod optim;
 pub mod quantize;
 pub mod report;

@@ -42,6 +42,10 @@ pub struct StepMetrics {
     pub eval_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_ppl: Option<f64>,
+    /// Steps skipped so far in this run (and the runs it resumes) for a non-finite loss or
+    /// gradient (`--on-nan skip`); 0 otherwise.
+    #[serde(default)]
+    pub skipped: usize,
 }
 
 /// Append one JSON object per line to `metrics.jsonl`, flushed each time so a crash keeps it.
@@ -64,12 +68,18 @@ impl MetricsLog {
         // Rewrite through a temporary file and a rename: truncating in place would lose the kept
         // steps if the process were killed before writing them back.
         let tmp = path.with_extension(format!("jsonl.tmp.{}", std::process::id()));
-        let mut t = std::fs::File::create(&tmp)?;
-        for l in kept {
-            writeln!(t, "{l}")?;
+        let rewrite = || -> std::io::Result<()> {
+            let mut t = std::fs::File::create(&tmp)?;
+            for l in &kept {
+                writeln!(t, "{l}")?;
+            }
+            t.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = rewrite() {
+            let _ = std::fs::remove_file(&tmp); // a full disk keeps no half-written copy
+            return Err(e);
         }
-        t.sync_all()?;
-        std::fs::rename(&tmp, path)?;
         let file = std::fs::OpenOptions::new().append(true).open(path)?;
         Ok(MetricsLog { file })
     }
@@ -153,6 +163,7 @@ mod tests {
             tokens: 5,
             eval_loss: None,
             eval_ppl: None,
+            skipped: 0,
         }
     }
 

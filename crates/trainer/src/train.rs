@@ -1,6 +1,6 @@
 //! The QLoRA training loop: load and quantize the base model, attach LoRA adapters, and run
 //! optimizer steps over gradient-accumulated micro-batches, with clipping, a schedule, evaluation,
-//! checkpoints, Ctrl-C handling and a NaN guard.
+//! checkpoints, Ctrl-C handling, a NaN guard (`--on-nan stop|skip`) and a free-space check.
 //!
 //! Loss normalisation: a step's loss is the sum of token losses over all its micro-batches divided
 //! by the total number of target tokens in them (not a mean of per-micro-batch means), so
@@ -54,16 +54,23 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Held-out examples for evaluation.
     pub eval_examples: usize,
-    /// Stop at a NaN/Inf loss (true) or skip that step (false).
+    /// At a NaN/Inf loss or gradient: stop (true, `--on-nan stop`) or skip that step's update
+    /// (false, `--on-nan skip`; [`MAX_CONSECUTIVE_NAN_SKIPS`] in a row still stop).
     pub stop_on_nan: bool,
     /// Print progress (false in tests).
     pub verbose: bool,
 }
 
+/// With `--on-nan skip`, this many non-finite steps in a row stop the run as `--on-nan stop` does:
+/// the model has diverged, and skipping more would only burn the data.
+pub const MAX_CONSECUTIVE_NAN_SKIPS: usize = 5;
+
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
     pub steps: usize,
+    /// Steps whose update was skipped for a non-finite loss or gradient (`--on-nan skip`).
+    pub skipped: usize,
     pub losses: Vec<f64>,
     pub final_eval_loss: Option<f64>,
     pub params: LoraParams,
@@ -197,8 +204,10 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     std::fs::create_dir_all(&cfg.out)
         .map_err(|e| format!("{}: cannot create output directory: {e}", cfg.out.display()))?;
     let probe = cfg.out.join(".write-test");
-    std::fs::write(&probe, b"ok")
-        .map_err(|e| format!("{}: output directory is not writable: {e}", cfg.out.display()))?;
+    std::fs::write(&probe, b"ok").map_err(|e| match crate::disk::is_disk_full(&e) {
+        true => crate::disk::write_error(&probe, &e, &cfg.out),
+        false => format!("{}: output directory is not writable: {e}", cfg.out.display()),
+    })?;
     let _ = std::fs::remove_file(&probe);
     checkpoint::recover(&cfg.out)?;
 
@@ -271,10 +280,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     let mut opt = make_optimizer(&cfg.optimizer, &segments, adam)?;
     let mut loader = Loader::new(train_ex, cfg.shuffle, cfg.seed);
     let mut start = 0;
+    let mut skipped = 0;
     if let Some((o, s)) = &resumed {
         opt.load_state(o).map_err(|e| format!("resume: {e}"))?;
         loader.seek(s.data_position);
         start = s.step;
+        skipped = s.skipped;
         say!(cfg, "resumed from step {} (loss {:.4})", s.step, s.last_loss);
     }
 
@@ -284,6 +295,20 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         human_bytes(model.weight_bytes() as u64), human_bytes(4 * n as u64), n, human_bytes(4 * n as u64), cfg.optimizer,
         human_bytes(opt.state_bytes() as u64), cfg.seq_len, cfg.batch_size, human_bytes(act.0), human_bytes(act.1),
         if cfg.gradient_checkpointing { " (on)" } else { " (off)" });
+    // Refuse now, not after hours of training, when the adapter and a checkpoint cannot fit.
+    let plan = crate::disk::WritePlan {
+        adapter: 4 * n as u64,
+        optimizer: opt.state_bytes() as u64,
+        checkpoints: match cfg.save_every {
+            0 => 1,
+            k => (total_steps / k - start.min(total_steps) / k + 1) as u64,
+        },
+    };
+    if let Some(free) = crate::disk::free_bytes(&cfg.out) {
+        if let Some(warning) = plan.check(free, &cfg.out)? {
+            eprintln!("{warning}");
+        }
+    }
     say!(
         cfg,
         "loaded in {:.1}s; training {} steps of {} sequences (batch {} x accum {}), lr {} {:?}",
@@ -297,7 +322,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     );
 
     let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut log = MetricsLog::open(&metrics_path, start).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+    let write_err = |path: &std::path::Path, e: std::io::Error| crate::disk::write_error(path, &e, &cfg.out);
+    let mut log = MetricsLog::open(&metrics_path, start).map_err(|e| write_err(&metrics_path, e))?;
     let mut grads = vec![0.0f32; n];
     let mut losses = Vec::new();
     let mut last_loss = resumed.as_ref().map_or(f64::NAN, |(_, s)| s.last_loss);
@@ -314,7 +340,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
                 opt: &dyn Optimizer,
                 step: usize,
                 loader: &Loader,
-                last_loss: f64|
+                last_loss: f64,
+                skipped: usize|
      -> Result<PathBuf, String> {
         let state = TrainerState {
             step,
@@ -323,19 +350,24 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             seed: cfg.seed,
             optimizer: cfg.optimizer.clone(),
             last_loss,
+            skipped,
         };
         checkpoint::save(&cfg.out, params, &opt.save_state().map_err(|e| e.to_string())?, &state, Some(&base_name))
     };
     let mut interrupted = false;
+    let mut nan_run = 0; // consecutive non-finite steps
+    let mut done = start; // loop steps completed, skipped ones included (what a checkpoint resumes after)
     for step in start..total_steps {
         if STOP.load(Ordering::SeqCst) {
             interrupted = true;
-            let dir = save(&params, opt.as_ref(), step, &loader, last_loss)?;
+            let dir = save(&params, opt.as_ref(), step, &loader, last_loss, skipped)?;
             bar.finish_and_clear();
             eprintln!("interrupted: saved {} (resume with --resume {})", dir.display(), dir.display());
             break;
         }
+        done = step + 1;
         let t0 = Instant::now();
+        let position = loader.position();
         let batches: Vec<Batch> =
             (0..cfg.grad_accum).map(|_| Batch::pad(&loader.next_examples(cfg.batch_size), 0)).collect();
         let dropout_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (step as u64);
@@ -343,23 +375,51 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             accumulate_step(&model, &params, &batches, &mut grads, cfg.gradient_checkpointing, dropout_seed)?;
         if tokens == 0 {
             say!(cfg, "step {}: no target tokens in this batch (all labels masked); skipped", step + 1);
+            if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 {
+                save(&params, opt.as_ref(), step + 1, &loader, last_loss, skipped)?;
+            }
             continue;
         }
         let finite = loss.is_finite() && grads.iter().all(|g| g.is_finite());
         if !finite {
             let what = format!(
-                "step {}: non-finite loss or gradient (loss {loss}) at data position {:?}",
+                "step {}: non-finite loss or gradient (loss {loss}) from the batch at data position epoch {}, \
+                 index {} ({per_step} example{} from there)",
                 step + 1,
-                loader.position()
+                position.epoch,
+                position.index,
+                if per_step == 1 { "" } else { "s" }
             );
-            if cfg.stop_on_nan {
+            nan_run += 1;
+            if cfg.stop_on_nan || nan_run >= MAX_CONSECUTIVE_NAN_SKIPS {
                 bar.finish_and_clear();
                 let last = checkpoint::latest(&cfg.out).map_or("none".to_string(), |p| p.display().to_string());
-                return Err(format!("{what}; stopped without writing the NaN adapter (last good checkpoint: {last})"));
+                let why = match cfg.stop_on_nan {
+                    true => "--on-nan stop".to_string(),
+                    false => format!(
+                        "{nan_run} non-finite steps in a row (--on-nan skip gives up at {MAX_CONSECUTIVE_NAN_SKIPS})"
+                    ),
+                };
+                return Err(format!(
+                    "{what}; {why}: stopped without writing the NaN adapter (last good checkpoint: {last})"
+                ));
             }
-            say!(cfg, "{what}; step skipped");
+            // Discard the step: no parameter or optimizer-state update, the optimizer's step counter
+            // stays; the data and the schedule move on.
+            skipped += 1;
+            let line = format!("warning: {what}; update skipped (--on-nan skip, {skipped} skipped so far)");
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+            bar.inc(1);
+            if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 {
+                save(&params, opt.as_ref(), step + 1, &loader, last_loss, skipped)?;
+            }
             continue;
         }
+        nan_run = 0;
         let grad_norm = crate::optim::clip_grad_norm(&mut grads, cfg.max_grad_norm);
         let lr = schedule.lr(step);
         opt.step(&mut params.data, &grads, lr).map_err(|e| e.to_string())?;
@@ -376,6 +436,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             tokens: seq_tokens,
             eval_loss: None,
             eval_ppl: None,
+            skipped,
         };
         let is_last = step + 1 == total_steps;
         if !eval_ex.is_empty() && ((cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || is_last) {
@@ -390,7 +451,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
                 bar.println(line);
             }
         }
-        log.write(&m).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        log.write(&m).map_err(|e| write_err(&metrics_path, e))?;
         bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {:.0} tok/s", m.tokens_per_s));
         bar.inc(1);
         if cfg.verbose && bar.is_hidden() {
@@ -402,25 +463,28 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             );
         }
         if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 {
-            save(&params, opt.as_ref(), step + 1, &loader, loss)?;
+            save(&params, opt.as_ref(), step + 1, &loader, loss, skipped)?;
         }
     }
     bar.finish_and_clear();
-    let steps_done = start + losses.len();
+    let steps_done = done;
     if !interrupted {
-        params.save_peft(&cfg.out, Some(&base_name)).map_err(|e| e.to_string())?;
+        checkpoint::ensure_finite(&params, "the adapter")?;
+        params.save_peft(&cfg.out, Some(&base_name)).map_err(|e| crate::disk::llama_write_error(e, &cfg.out))?;
+        // Every path through the loop saved at the multiples of --save-every.
         if cfg.save_every == 0 || steps_done % cfg.save_every != 0 {
-            save(&params, opt.as_ref(), steps_done, &loader, last_loss)?;
+            save(&params, opt.as_ref(), steps_done, &loader, last_loss, skipped)?;
         }
     }
     let all = report::read_metrics(&metrics_path).unwrap_or_default();
     let svg = cfg.out.join("loss_curve.svg");
-    llama::lora::write_atomic(&svg, report::loss_curve_svg(&all).as_bytes()).map_err(|e| e.to_string())?;
+    llama::lora::write_atomic(&svg, report::loss_curve_svg(&all).as_bytes())
+        .map_err(|e| crate::disk::llama_write_error(e, &cfg.out))?;
     let peak_rss = report::peak_rss_bytes();
-    say!(cfg, "done: {} steps, final loss {:.4}{}; peak memory {} (plan above); wrote {}/adapter_model.safetensors, metrics.jsonl, loss_curve.svg",
-        steps_done, last_loss, last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
+    say!(cfg, "done: {} steps{}, final loss {:.4}{}; peak memory {} (plan above); wrote {}/adapter_model.safetensors, metrics.jsonl, loss_curve.svg",
+        steps_done, if skipped > 0 { format!(" ({skipped} skipped: non-finite)") } else { String::new() }, last_loss, last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
         peak_rss.map_or("unknown".into(), human_bytes), cfg.out.display());
-    Ok(TrainSummary { steps: steps_done, losses, final_eval_loss: last_eval, params, interrupted, peak_rss })
+    Ok(TrainSummary { steps: steps_done, skipped, losses, final_eval_loss: last_eval, params, interrupted, peak_rss })
 }
 
 /// Activation bytes of one micro-batch, `(without, with)` gradient checkpointing: tensors of `elem` bytes

@@ -249,6 +249,14 @@ impl GgufFile {
             .and_then(|i| usize::try_from(i).ok())
             .ok_or_else(|| Error::config(&self.path, key, format!("expected a non-negative integer, got {v:?}")))
     }
+    /// A token id (`tokenizer.ggml.bos_token_id`, ...): `None` when absent, an error naming the key
+    /// when it is not an integer in `0..=u32::MAX` (never truncated into some other token).
+    pub fn get_token_id(&self, key: &str) -> Result<Option<u32>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        v.as_int().and_then(|i| u32::try_from(i).ok()).map(Some).ok_or_else(|| {
+            Error::config(&self.path, key, format!("expected a token id in 0..={}, got {v:?}", u32::MAX))
+        })
+    }
     /// A numeric value as f64.
     pub fn get_f64(&self, key: &str) -> Result<f64> {
         let v = self.require(key)?;
