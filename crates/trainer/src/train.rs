@@ -354,6 +354,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         };
         checkpoint::save(&cfg.out, params, &opt.save_state().map_err(|e| e.to_string())?, &state, Some(&base_name))
     };
+    // A checkpoint is due after loop step `s` (skipped steps included) at multiples of --save-every.
+    let due = |s: usize| cfg.save_every > 0 && s % cfg.save_every == 0;
     let mut interrupted = false;
     let mut nan_run = 0; // consecutive non-finite steps
     let mut done = start; // loop steps completed, skipped ones included (what a checkpoint resumes after)
@@ -375,7 +377,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             accumulate_step(&model, &params, &batches, &mut grads, cfg.gradient_checkpointing, dropout_seed)?;
         if tokens == 0 {
             say!(cfg, "step {}: no target tokens in this batch (all labels masked); skipped", step + 1);
-            if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 {
+            if due(step + 1) {
                 save(&params, opt.as_ref(), step + 1, &loader, last_loss, skipped)?;
             }
             continue;
@@ -414,7 +416,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
                 bar.println(line);
             }
             bar.inc(1);
-            if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 {
+            if due(step + 1) {
                 save(&params, opt.as_ref(), step + 1, &loader, last_loss, skipped)?;
             }
             continue;
@@ -462,7 +464,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
                 m.tokens_per_s
             );
         }
-        if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 {
+        if due(step + 1) {
             save(&params, opt.as_ref(), step + 1, &loader, loss, skipped)?;
         }
     }
@@ -472,7 +474,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         checkpoint::ensure_finite(&params, "the adapter")?;
         params.save_peft(&cfg.out, Some(&base_name)).map_err(|e| crate::disk::llama_write_error(e, &cfg.out))?;
         // Every path through the loop saved at the multiples of --save-every.
-        if cfg.save_every == 0 || steps_done % cfg.save_every != 0 {
+        if !due(steps_done) {
             save(&params, opt.as_ref(), steps_done, &loader, last_loss, skipped)?;
         }
     }
