@@ -287,7 +287,11 @@ fn sh(p: &Path) -> String {
     format!("'{}'", p.display())
 }
 
+/// Needs unprivileged user namespaces, which not every runner allows, so it is ignored in the plain
+/// suite (a pass there would hide that it never ran); `.ci/run` runs it with `--ignored` where
+/// `unshare -rm true` works and says SKIPPED where it does not. Run by hand, it fails without them.
 #[test]
+#[ignore = "needs unprivileged user namespaces (unshare -rm); .ci/run runs it where allowed"]
 fn no_space_on_a_small_tmpfs_refuses_early_or_keeps_the_last_checkpoint() {
     let dir = tmp("enospc");
     let data = write_ids(&dir, 8, &[]);
@@ -304,12 +308,8 @@ fn no_space_on_a_small_tmpfs_refuses_early_or_keeps_the_last_checkpoint() {
         m = sh(&mnt),
         run = cmd(trainer(&tiny(), &data, &mnt, 4, 1))
     );
-    let Some(o) = in_namespace(&script) else {
-        eprintln!(
-            "not run: `unshare -rm` (unprivileged user namespaces) is not allowed here; the EFBIG test covers writes"
-        );
-        return;
-    };
+    let o = in_namespace(&script)
+        .expect("`unshare -rm` (unprivileged user namespaces) is not allowed here: this test cannot run");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains(&format!("--out {}", mnt.display())) && err.contains("free on its filesystem"), "{err}");
