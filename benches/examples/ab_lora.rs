@@ -28,6 +28,11 @@ fn main() {
     println!("  u.scale         {:8.1}", best(&mut || drop(u.scale(2.0).unwrap())));
     println!("  base.to_vec_f32 {:8.1}", best(&mut || drop(base.to_vec_f32().unwrap())));
     println!("  addmm(u, Bᵀ)    {:8.1}", best(&mut || drop(base.addmm(&u, &lb.t().unwrap(), 1.0).unwrap())));
+    let mut own = Some(base.to_vec_f32().map(|v| Tensor::from_vec(v, [n, out]).unwrap()).unwrap());
+    println!(
+        "  addmm_into      {:8.1}",
+        best(&mut || own = Some(own.take().unwrap().addmm_into(&u, &lb.t().unwrap(), 1.0).unwrap()))
+    );
     println!("  g·B             {:8.1}", best(&mut || drop(g.matmul(&lb).unwrap())));
     println!("  gu·A            {:8.1}", best(&mut || drop(u.matmul(&la).unwrap())));
     println!("  guᵀ·x           {:8.1}", best(&mut || drop(u.t().unwrap().matmul(&x).unwrap())));

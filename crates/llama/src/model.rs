@@ -415,7 +415,7 @@ fn proj(layer: &Layer, i: usize, x: &Var, ad: &Option<(Var, Var)>, lc: LayerLora
     };
     let (a, b) =
         if a.dtype() == lc.dtype { (a.clone(), b.clone()) } else { (a.to_dtype(lc.dtype)?, b.to_dtype(lc.dtype)?) };
-    Ok(aops::lora(&base, &xin, &a, &b, lc.scale)?)
+    Ok(aops::lora(base, &xin, &a, &b, lc.scale)?)
 }
 
 #[allow(clippy::too_many_arguments)]

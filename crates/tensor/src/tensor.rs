@@ -148,6 +148,16 @@ impl Tensor {
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
+    /// The f32 elements for writing in place, when this tensor is the only holder of its CPU
+    /// storage and covers all of it densely (no other tensor or view can observe the write).
+    pub(crate) fn unique_f32_mut(&mut self) -> Option<&mut [f32]> {
+        let dense = self.layout.is_contiguous() && self.layout.offset() == 0;
+        let n = self.layout.shape().elem_count();
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cpu(CpuStorage::F32(v))) if dense && v.len() == n => Some(v.as_mut_slice()),
+            _ => None,
+        }
+    }
     /// True when the elements are dense and row-major.
     pub fn is_contiguous(&self) -> bool {
         self.layout.is_contiguous()

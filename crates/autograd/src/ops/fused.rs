@@ -51,18 +51,14 @@ pub fn attention(q: &Var, k: &Var, v: &Var, scale: f32) -> Result<Var> {
     })
 }
 
-/// Cross-entropy of `logits (.., V)` against `targets (..)` (I32), as a 0-dim f32 loss
-/// `Σ_rows −log softmax(logits)[target] / normaliser`. Rows whose target is `ignore_index`
-/// contribute nothing. `normaliser` defaults to the number of non-ignored rows (the mean; 1 when
-/// every row is ignored, giving loss 0). Pass the total token count of all micro-batches to make
-/// gradient accumulation match one big batch.
 /// A LoRA adapter on a frozen projection, as one node: `base + scale·(x·Aᵀ)·Bᵀ` for
 /// `base (N, out)` (the frozen layer's output), `x (N, in)` (its input after dropout), `A (r, in)`,
 /// `B (out, r)`. The rank-r intermediate is scaled (not the N×out product) and the product is
-/// accumulated into a copy of `base` (one output pass instead of matmul, scale and add); backward
+/// accumulated into `base` (in place when `base` holds the only reference to its value, else into
+/// a copy: one output pass instead of matmul, scale and add); backward
 /// runs at rank r throughout. Reference: PEFT `lora.Linear.forward`
 /// (`result + lora_B(lora_A(dropout(x))) * scaling`).
-pub fn lora(base: &Var, x: &Var, a: &Var, b: &Var, scale: f32) -> Result<Var> {
+pub fn lora(base: Var, x: &Var, a: &Var, b: &Var, scale: f32) -> Result<Var> {
     let bad = || {
         Error::invalid(
             "lora",
@@ -75,22 +71,26 @@ pub fn lora(base: &Var, x: &Var, a: &Var, b: &Var, scale: f32) -> Result<Var> {
             ),
         )
     };
-    let [(n, out), (nx, inp), (r, ina), (outb, rb)] = [base, x, a, b].map(|v| match v.dims() {
+    let [(n, out), (nx, inp), (r, ina), (outb, rb)] = [&base, x, a, b].map(|v| match v.dims() {
         [p, q] => (*p, *q),
         _ => (usize::MAX, 0),
     });
     if n == usize::MAX || nx != n || ina != inp || outb != out || rb != r {
         return Err(bad());
     }
-    // u = scale·x·Aᵀ (N, r) is small; the product with Bᵀ accumulates straight into base's copy.
+    // u = scale·x·Aᵀ (N, r) is small; the product with Bᵀ accumulates straight into base (in
+    // place when the caller handed over the only reference, else into a copy).
     let u = x.value().matmul(&a.value().t()?)?.scale(scale)?;
-    let y = base.value().addmm(&u, &b.value().t()?, 1.0)?;
+    let Var { value: base_value, node: base_node } = base;
+    let y = base_value.addmm_into(&u, &b.value().t()?, 1.0)?;
+    // The tape needs only base's id and shape (= y's).
+    let base = Var { value: y.clone(), node: base_node };
     let (gx, ga, gb) = (x.requires_grad(), a.requires_grad(), b.requires_grad());
     let xv = ga.then(|| x.value().clone());
     let av = gx.then(|| a.value().clone());
     let bv = (gx || ga).then(|| b.value().clone());
     let us = gb.then_some(u);
-    record("lora", &[base, x, a, b], y, move |g| {
+    record("lora", &[&base, x, a, b], y, move |g| {
         // gu = scale·g·B (N, r); dx = gu·A, dA = guᵀ·x, dB = gᵀ·u (u already carries the scale).
         let gu = match &bv {
             Some(b) => Some(g.matmul(b)?.scale(scale)?),
@@ -112,6 +112,11 @@ pub fn lora(base: &Var, x: &Var, a: &Var, b: &Var, scale: f32) -> Result<Var> {
     })
 }
 
+/// Cross-entropy of `logits (.., V)` against `targets (..)` (I32), as a 0-dim f32 loss
+/// `Σ_rows −log softmax(logits)[target] / normaliser`. Rows whose target is `ignore_index`
+/// contribute nothing. `normaliser` defaults to the number of non-ignored rows (the mean; 1 when
+/// every row is ignored, giving loss 0). Pass the total token count of all micro-batches to make
+/// gradient accumulation match one big batch.
 pub fn cross_entropy(logits: &Var, targets: &Tensor, ignore_index: i32, normaliser: Option<f32>) -> Result<Var> {
     let dims = logits.dims().to_vec();
     let Some((&v, rows)) = dims.split_last() else {

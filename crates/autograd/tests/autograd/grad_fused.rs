@@ -172,7 +172,7 @@ fn lora_f32_and_reference() {
         let xs = [randn(&[n, out], &mut rng), randn(&[n, inp], &mut rng), randn(&[r, inp], &mut rng), {
             randn(&[out, r], &mut rng)
         }];
-        check(&format!("lora {n}x{inp}->{out} r{r}"), |v| ops::lora(&v[0], &v[1], &v[2], &v[3], scale), &xs);
+        check(&format!("lora {n}x{inp}->{out} r{r}"), |v| ops::lora(v[0].clone(), &v[1], &v[2], &v[3], scale), &xs);
         let reference = move |v: &[Vec<f64>]| -> Vec<f64> {
             let (base, x, a, b) = (&v[0], &v[1], &v[2], &v[3]);
             let mut y = base.clone();
@@ -189,7 +189,7 @@ fn lora_f32_and_reference() {
             y
         };
         let res = gradcheck_ref(
-            |v| ops::lora(&v[0], &v[1], &v[2], &v[3], scale),
+            |v| ops::lora(v[0].clone(), &v[1], &v[2], &v[3], scale),
             reference,
             &xs,
             &GradcheckConfig::f64_ref(),
@@ -204,10 +204,46 @@ fn lora_f32_and_reference() {
     let xc = x.clone();
     check(
         "lora const x",
-        move |v| ops::lora(&v[0], &Var::constant(xc.clone()), &v[1], &v[2], 0.5),
+        move |v| ops::lora(v[0].clone(), &Var::constant(xc.clone()), &v[1], &v[2], 0.5),
         &[base.clone(), a.clone(), b.clone()],
     );
     let tape = Tape::new();
-    let bad = ops::lora(&tape.leaf(base), &tape.leaf(x), &tape.leaf(b), &tape.leaf(a), 1.0);
+    let bad = ops::lora(tape.leaf(base), &tape.leaf(x), &tape.leaf(b), &tape.leaf(a), 1.0);
     assert!(bad.unwrap_err().to_string().contains("lora"));
+}
+
+/// Handing `lora` the only reference to base (the model's case: a fresh projection output)
+/// accumulates into base's storage in place, with the same value and gradients as the copying
+/// path that a shared base takes.
+#[test]
+fn lora_in_place_matches_the_copy() {
+    let mut rng = Rng::new(37);
+    let (n, inp, out, r) = (33, 70, 90, 8);
+    let (x, w, a, b) = (
+        randn(&[n, inp], &mut rng),
+        randn(&[out, inp], &mut rng),
+        randn(&[r, inp], &mut rng),
+        randn(&[out, r], &mut rng),
+    );
+    let run = |shared: bool| {
+        let tape = Tape::new();
+        let (xv, wv, av, bv) =
+            (tape.leaf(x.clone()), Var::constant(w.clone()), tape.leaf(a.clone()), tape.leaf(b.clone()));
+        let base = xv.matmul(&wv.transpose(0, 1).unwrap()).unwrap();
+        let keep = shared.then(|| base.clone());
+        let ptr = std::sync::Arc::as_ptr(base.value().storage());
+        let y = ops::lora(base, &xv, &av, &bv, 0.5).unwrap();
+        let in_place = std::sync::Arc::as_ptr(y.value().storage()) == ptr;
+        drop(keep);
+        let loss = y.mul(&y).unwrap().sum_all().unwrap();
+        let g = tape.backward(&loss).unwrap();
+        let grads: Vec<Vec<f32>> = [&xv, &av, &bv].iter().map(|v| g.get(v).unwrap().to_vec::<f32>().unwrap()).collect();
+        (in_place, y.value().to_vec::<f32>().unwrap(), grads)
+    };
+    let (owned_in_place, y1, g1) = run(false);
+    let (shared_in_place, y2, g2) = run(true);
+    assert!(owned_in_place, "a uniquely held base must be updated in place");
+    assert!(!shared_in_place, "a shared base must not be written");
+    assert_eq!(y1, y2);
+    assert_eq!(g1, g2);
 }

@@ -10,7 +10,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Below this many multiply-adds per product, threading costs more than it saves.
-const PAR_MIN_MACS: usize = 48 * 48 * 48;
+pub(super) const PAR_MIN_MACS: usize = 48 * 48 * 48;
 /// Batches of products smaller than this run one product per task instead.
 const BATCH_TASK_MACS: usize = 128 * 128 * 128;
 
@@ -126,6 +126,17 @@ pub fn addmm_f32(acc: &Tensor, a: &Tensor, b: &Tensor, [m, k, n]: [usize; 3], be
     Ok(Tensor::from_cpu(CpuStorage::F32(out), Shape::new([m, n])))
 }
 
+/// `out (M, N) += beta·(a·b)` in place for 2-D f32 `a (M, K)`, `b (K, N)` (checked by the caller).
+pub fn addmm_f32_in_place(out: &mut [f32], a: &Tensor, b: &Tensor, [m, k, n]: [usize; 3], beta: f32) -> Result<()> {
+    if !out.is_empty() && k > 0 {
+        let (a, b) = (gemm_ready(a)?, gemm_ready(b)?);
+        let none = Shape::new(Vec::<usize>::new());
+        let (lhs, rhs) = (operand(&a, &none)?, operand(&b, &none)?);
+        run_with(out, 0, &lhs, &rhs, [m, k, n], par(m * k * n), Some(beta));
+    }
+    Ok(())
+}
+
 fn par(macs: usize) -> Parallelism {
     if macs < PAR_MIN_MACS {
         Parallelism::None
@@ -169,6 +180,13 @@ fn run_with(
     // SAFETY: `dst` holds exactly M·N elements written with row stride N; `operand` checked that
     // every element `offset + r·rs + c·cs` of each input matrix lies inside its slice; gemm only
     // reads lhs/rhs and dst (which is initialised) and writes dst.
+    let skinny = |p: *const f32, o: &Operand| super::skinny::Mat { ptr: p, rs: o.rs, cs: o.cs };
+    // SAFETY: as below: both operands' M×K and K×N elements lie inside their slices.
+    if unsafe {
+        super::skinny::try_run(dst, skinny(pa, lhs), skinny(pb, rhs), [m, k, n], acc, !matches!(par, Parallelism::None))
+    } {
+        return;
+    }
     let (read_dst, beta) = match acc {
         Some(beta) => (true, beta),
         None => (false, 1.0),

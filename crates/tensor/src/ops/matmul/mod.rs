@@ -7,6 +7,7 @@
 //! integer matmul, quantized weights (the nf4 crate dequantizes tiles and calls this).
 
 pub mod cpu;
+mod skinny;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +46,26 @@ impl Tensor {
         match (&**a.storage(), &**b.storage()) {
             (Storage::Cpu(_), Storage::Cpu(_)) => cpu::matmul(a, b, &batch, [m, k, n]),
         }
+    }
+
+    /// [`Tensor::addmm`] consuming `self`: when `self` is the only holder of dense f32 CPU
+    /// storage the product is accumulated into it in place (no copy of the accumulator), else
+    /// this is `self.addmm(a, b, beta)`. Same checks, same result.
+    pub fn addmm_into(mut self, a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
+        let same = |t: &Tensor| t.dtype() == crate::DType::F32 && matches!(&**t.storage(), Storage::Cpu(_));
+        let shapes_ok = self.rank() == 2
+            && a.rank() == 2
+            && b.rank() == 2
+            && a.dims()[1] == b.dims()[0]
+            && self.dims() == [a.dims()[0], b.dims()[1]];
+        if shapes_ok && same(a) && same(b) {
+            let mkn = [a.dims()[0], a.dims()[1], b.dims()[1]];
+            if let Some(out) = self.unique_f32_mut() {
+                cpu::addmm_f32_in_place(out, a, b, mkn, beta)?;
+                return Ok(self);
+            }
+        }
+        self.addmm(a, b, beta)
     }
 
     /// `self + beta·(a·b)` for 2-D `self (M, N)`, `a (M, K)`, `b (K, N)` of one float dtype. In

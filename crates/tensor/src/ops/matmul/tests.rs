@@ -130,3 +130,89 @@ fn errors() {
     let err = Tensor::ones([2, 3], DType::I32).matmul(&Tensor::ones([3, 2], DType::I32)).unwrap_err();
     assert!(matches!(err, Error::UnsupportedDType { op: "matmul", .. }), "{err}");
 }
+
+/// LoRA-shaped products (one dim ≤ 16, the others up to a few hundred, tails past the 16- and
+/// 64-lane blocks, sizes that split across threads), every view of either operand, plain and
+/// accumulated: the skinny kernels (or gemm where they decline) against the f64 reference.
+fn skinny_dims() -> impl Strategy<Value = [usize; 3]> {
+    let small = 1usize..=16;
+    let big = prop_oneof![1usize..=40, 60usize..=300];
+    (small, big.clone(), big, 0usize..3).prop_map(|(s, x, y, which)| match which {
+        0 => [x, s, y],
+        1 => [x, y, s],
+        _ => [s, x, y],
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn skinny_products_match_ref([m, k, n] in skinny_dims(), va in any_view(), vb in any_view(),
+                                 vc in any_view(), beta in -2.0f32..2.0, seed: u64) {
+        let a = random_view(&[m, k], va, DType::F32, seed);
+        let b = random_view(&[k, n], vb, DType::F32, seed ^ 5);
+        check(&a, &b);
+        let acc = random_view(&[m, n], vc, DType::F32, seed ^ 11);
+        let want = acc.add(&matmul_ref(&a, &b).unwrap().scale(beta).unwrap()).unwrap();
+        let t = tol(DType::F32, k);
+        assert_close("addmm", &acc.addmm(&a, &b, beta).unwrap(), &want, Tol { abs: t.abs * (1.0 + beta.abs()), rel: t.rel });
+    }
+}
+
+/// The LoRA layouts do take the skinny kernels on an AVX-512 CPU (and are declined elsewhere).
+#[test]
+fn lora_layouts_take_the_skinny_kernels() {
+    use super::skinny::{try_run, Mat};
+    let avx512 = cfg!(target_arch = "x86_64") && {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    };
+    let data = vec![1f32; 300 * 300];
+    let rm = |cols: usize| Mat { ptr: data.as_ptr(), rs: cols, cs: 1 };
+    let cm = |rows: usize| Mat { ptr: data.as_ptr(), rs: 1, cs: rows };
+    // (lhs, rhs, [m, k, n]) for x·Aᵀ, u·Bᵀ, g·B, gu·A, guᵀ·x, gᵀ·u at N=256, in 200, out 300, r 8.
+    let cases = [
+        (rm(200), cm(200), [256, 200, 8]),
+        (rm(8), cm(8), [256, 8, 300]),
+        (rm(300), rm(8), [256, 300, 8]),
+        (rm(8), rm(200), [256, 8, 200]),
+        (cm(8), rm(200), [8, 256, 200]),
+        (cm(300), rm(8), [300, 256, 8]),
+    ];
+    for (i, (a, b, [m, k, n])) in cases.into_iter().enumerate() {
+        let mut dst = vec![0f32; m * n];
+        // SAFETY: every case addresses at most 300×300 elements of `data`.
+        let took = unsafe { try_run(&mut dst, a, b, [m, k, n], None, true) };
+        assert_eq!(took, avx512, "case {i}");
+        if took {
+            assert!(dst.iter().all(|&v| v == k as f32), "case {i}: ones·ones must give K");
+        }
+    }
+}
+
+/// K past the dot kernel's 512-element chunks (the partial sums of later chunks accumulate).
+#[test]
+fn skinny_long_k() {
+    for (i, [m, k, n]) in [[37, 1100, 8], [5, 1025, 3], [256, 1376, 16]].into_iter().enumerate() {
+        for (va, vb) in [
+            (View::Contiguous, View::Transposed),
+            (View::Contiguous, View::Contiguous),
+            (View::Transposed, View::Narrowed),
+        ] {
+            let seed = 100 + i as u64;
+            let (a, b) = (random_view(&[m, k], va, DType::F32, seed), random_view(&[k, n], vb, DType::F32, seed ^ 3));
+            check(&a, &b);
+            let acc = random_view(&[m, n], View::Contiguous, DType::F32, seed ^ 7);
+            let want = acc.add(&matmul_ref(&a, &b).unwrap().scale(0.5).unwrap()).unwrap();
+            let t = tol(DType::F32, k);
+            assert_close("addmm", &acc.addmm(&a, &b, 0.5).unwrap(), &want, Tol { abs: t.abs * 1.5, rel: t.rel });
+        }
+    }
+}
