@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a machine with an NVIDIA GPU (driver >= 580, PTX ISA 9.0):
 #   1. every CUDA kernel against its CPU reference (crates/tensor/tests/cuda_kernels.rs),
+#   1b. the tensor ops on resident CUDA tensors (Storage::Cuda, device dispatch, cuBLAS matmul)
+#      against the same references, plus a model-like chain CPU vs CUDA
+#      (crates/tensor/tests/cuda_ops.rs),
 #   2. the paged optimizer state in CUDA unified memory: bytes intact through page-ins and
 #      page-outs under a small budget, overlapped prefetch, the budget capped by free device memory
 #      (crates/paged-alloc/tests/cuda_managed.rs; seconds),
@@ -19,6 +22,7 @@ cd "$ROOT"
 T0=$(date +%s)
 BIN_DIR=".cache/gpu-check"
 BIN="$BIN_DIR/cuda_kernels"
+OPS_BIN="$BIN_DIR/cuda_ops"
 PAGED_BIN="$BIN_DIR/cuda_managed"
 
 # build_test PACKAGE TEST: the release test binary of `cargo test -p PACKAGE --features cuda
@@ -41,6 +45,7 @@ for l in sys.stdin:
 
 build() {
   build_test tensor cuda_kernels
+  build_test tensor cuda_ops
   build_test paged-alloc cuda_managed
 }
 
@@ -60,8 +65,8 @@ fi
 
 if command -v cargo >/dev/null 2>&1; then
   build
-elif [[ ! -x "$BIN" || ! -x "$PAGED_BIN" ]]; then
-  echo "gpu-check: no cargo here and no prebuilt $BIN and $PAGED_BIN: run 'scripts/gpu-check.sh --build' on a CPU machine and carry $BIN_DIR" >&2
+elif [[ ! -x "$BIN" || ! -x "$OPS_BIN" || ! -x "$PAGED_BIN" ]]; then
+  echo "gpu-check: no cargo here and no prebuilt $BIN, $OPS_BIN and $PAGED_BIN: run 'scripts/gpu-check.sh --build' on a CPU machine and carry $BIN_DIR" >&2
   exit 1
 fi
 
@@ -76,6 +81,17 @@ if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
   exit 1
 fi
 [[ $status == 0 ]] || { echo "gpu-check: FAILED: kernel tests" >&2; exit 1; }
+
+echo "== ops on CUDA tensors vs CPU references"
+set +e
+"$OPS_BIN" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
+  echo "gpu-check: FAILED: the op tests could not find the CUDA driver (libcuda.so.1) on this machine" >&2
+  exit 1
+fi
+[[ $status == 0 ]] || { echo "gpu-check: FAILED: op tests on CUDA" >&2; exit 1; }
 
 echo "== paged optimizer state in CUDA unified memory"
 set +e

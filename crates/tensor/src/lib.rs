@@ -1,5 +1,6 @@
-//! Tensors for the QLoRA engine: one non-generic [`Tensor`] over a [`Storage`] enum (CPU now, CUDA
-//! with issue 7), strided views without copies, and every op a Llama forward and backward needs.
+//! Tensors for the QLoRA engine: one non-generic [`Tensor`] over a [`Storage`] enum (CPU, and CUDA
+//! with feature `cuda`: `Tensor::to_device`), strided views without copies, and every op a Llama
+//! forward and backward needs, dispatched on the operands' device.
 //!
 //! Each op sits in `ops/<op>/` with a fast path and a plain scalar reference (`*_ref`) that tests
 //! compare against. Errors name the op and the shapes; nothing here panics on bad input.

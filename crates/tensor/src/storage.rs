@@ -1,5 +1,7 @@
-//! Where elements live. `Storage` is the one enum over backends; the `match` on it lives in the
-//! op folders' `mod.rs` (and nowhere in model code). The CUDA variant arrives with issue 7.
+//! Where elements live. `Storage` is the one enum over backends: host vectors ([`CpuStorage`])
+//! and, with feature `cuda`, device buffers (`Storage::Cuda(cuda::CudaStorage)`). The `match` on
+//! it lives in the op folders' `mod.rs` (and nowhere in model code); without the feature the enum
+//! has its one CPU variant and every match compiles to what it was before.
 
 use crate::{DType, Element};
 use half::{bf16, f16};
@@ -104,6 +106,9 @@ cpu_element!(i32, I32);
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    /// A buffer on an NVIDIA GPU (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaStorage),
 }
 
 impl Storage {
@@ -111,13 +116,29 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => Device::Cuda(s.ordinal()),
         }
     }
     /// The element dtype.
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.dtype(),
         }
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.len(),
+        }
+    }
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -21,9 +21,7 @@ impl std::fmt::Debug for Tensor {
 impl Tensor {
     /// A tensor over existing storage with the given layout (checked to stay inside the storage).
     pub fn from_storage(storage: Arc<Storage>, layout: Layout) -> Result<Self> {
-        let len = match &*storage {
-            Storage::Cpu(s) => s.len(),
-        };
+        let len = storage.len();
         let n = layout.shape().try_elem_count("from_storage")?;
         if n > 0 {
             // The last element's index; checked, since the layout may come from a file.
@@ -61,6 +59,13 @@ impl Tensor {
         Tensor { storage: Arc::new(Storage::Cpu(storage)), layout: Layout::contiguous(shape) }
     }
 
+    /// Wrap CUDA storage whose length equals the shape's element count (internal constructor).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn from_cuda(storage: crate::cuda::CudaStorage, shape: Shape) -> Self {
+        debug_assert_eq!(storage.len(), shape.elem_count());
+        Tensor { storage: Arc::new(Storage::Cuda(storage)), layout: Layout::contiguous(shape) }
+    }
+
     /// A 0-dim f32 tensor.
     pub fn scalar(v: f32) -> Self {
         Self::from_cpu(CpuStorage::F32(vec![v]), Shape::new(vec![]))
@@ -90,9 +95,14 @@ impl Tensor {
         Self::full(1.0, shape, dtype)
     }
 
-    /// Zeros with this tensor's shape and dtype.
-    pub fn zeros_like(&self) -> Self {
-        Self::zeros(self.shape().clone(), self.dtype())
+    /// Zeros with this tensor's shape and dtype, on its device (a device allocation can fail,
+    /// hence the `Result`; on the CPU it never does).
+    pub fn zeros_like(&self) -> Result<Self> {
+        match &*self.storage {
+            Storage::Cpu(_) => Ok(Self::zeros(self.shape().clone(), self.dtype())),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => crate::cuda::resident::zeros(s.device(), self.dtype(), self.shape().clone()),
+        }
     }
 
     /// f32 samples of `N(0, std²)` from `rng`.
@@ -193,8 +203,13 @@ impl Tensor {
         Ok(&data[range])
     }
 
-    /// The elements in row-major order as a new vector of `T` (dtype must match).
+    /// The elements in row-major order as a new vector of `T` (dtype must match). A tensor on a
+    /// GPU is downloaded first.
     pub fn to_vec<T: CpuElement>(&self) -> Result<Vec<T>> {
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(_) = &*self.storage {
+            return self.to_device(Device::Cpu)?.to_vec();
+        }
         if let Ok(s) = self.as_slice::<T>() {
             return Ok(s.to_vec());
         }
@@ -203,8 +218,13 @@ impl Tensor {
         Ok(self.layout.indices().map(|i| data[i]).collect())
     }
 
-    /// The elements in row-major order, widened to f32 whatever the dtype.
+    /// The elements in row-major order, widened to f32 whatever the dtype (downloaded first
+    /// from a GPU).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(_) = &*self.storage {
+            return self.to_device(Device::Cpu)?.to_vec_f32();
+        }
         if let Ok(s) = self.as_slice::<f32>() {
             return Ok(s.to_vec()); // a memcpy
         }
@@ -223,6 +243,48 @@ impl Tensor {
         Ok(self.to_vec_f32()?[0])
     }
 
+    // ---- devices ------------------------------------------------------------------------------
+
+    /// The same elements on `device`, contiguous: CPU -> CUDA uploads the elements in row-major
+    /// order, CUDA -> CPU downloads them (after a copy kernel if the tensor is a view), CUDA ->
+    /// another CUDA device goes through the host. On the same device it is a cheap clone (the
+    /// layout is kept). Without feature `cuda`, any CUDA device is `Error::Device`.
+    ///
+    /// ```
+    /// use tensor::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]).unwrap();
+    /// assert!(x.to_device(Device::Cpu).unwrap().same_storage(&x));
+    /// ```
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        self.to_other_device(device)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn to_other_device(&self, device: Device) -> Result<Tensor> {
+        Err(Error::Device(format!("to_device: {device:?} needs the tensor crate built with feature `cuda`")))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn to_other_device(&self, device: Device) -> Result<Tensor> {
+        let t = self.contiguous()?;
+        let range = t.layout.contiguous_range().ok_or_else(|| Error::invalid("to_device", "not contiguous"))?;
+        match (&*t.storage, device) {
+            (Storage::Cpu(s), Device::Cuda(_)) => {
+                let dev = crate::cuda::select(device)?;
+                Ok(Tensor::from_cuda(crate::cuda::CudaStorage::upload(&dev, s, range)?, t.shape().clone()))
+            }
+            (Storage::Cuda(s), Device::Cpu) => Ok(Tensor::from_cpu(s.download(range)?, t.shape().clone())),
+            (Storage::Cuda(s), Device::Cuda(_)) => {
+                let host = Tensor::from_cpu(s.download(range)?, t.shape().clone());
+                host.to_device(device)
+            }
+            (Storage::Cpu(_), Device::Cpu) => Ok(t),
+        }
+    }
+
     // ---- views --------------------------------------------------------------------------------
 
     fn with_layout(&self, layout: Layout) -> Tensor {
@@ -233,6 +295,10 @@ impl Tensor {
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.is_contiguous() {
             return Ok(self.clone());
+        }
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(_) = &*self.storage {
+            return crate::cuda::resident::materialize(self, "contiguous");
         }
         let s = self.cpu_storage("contiguous")?;
         let storage = crate::with_cpu_storage!(s, v => {

@@ -88,7 +88,22 @@ fn every_kernel_is_in_the_embedded_ptx() {
     let kernels: &[(&str, &[&str])] = &[
         ("binary", &["binary_fwd_f32", "binary_fwd_bf16", "binary_fwd_f16"]),
         ("unary", &["unary_fwd_f32", "unary_fwd_bf16", "unary_fwd_f16"]),
-        ("cast", &["cast_fwd_f32_bf16", "cast_fwd_bf16_f32", "cast_fwd_f32_f16", "cast_fwd_f16_f32"]),
+        (
+            "cast",
+            &[
+                "cast_fwd_f32_bf16",
+                "cast_fwd_bf16_f32",
+                "cast_fwd_f32_f16",
+                "cast_fwd_f16_f32",
+                "cast_fwd_i32_f32",
+                "cast_fwd_u8_f32",
+                "cast_fwd_f32_i32",
+                "cast_fwd_f32_u8",
+                "copy_fwd_u8",
+                "copy_fwd_u16",
+                "copy_fwd_u32",
+            ],
+        ),
         ("reduce", &["reduce_fwd_f32", "reduce_fwd_bf16", "reduce_sumsq_fwd_f32", "reduce_sumsq_finish_f32"]),
         ("softmax", &["softmax_fwd_f32", "softmax_fwd_bf16", "softmax_bwd_f32", "softmax_bwd_bf16"]),
         (

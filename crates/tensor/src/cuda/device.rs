@@ -1,8 +1,10 @@
-//! One CUDA device: its context, one stream that every launch and copy goes through (so no
-//! cross-stream synchronisation is needed), and the PTX modules loaded on first use.
+//! One CUDA device: its context, one stream that every launch, copy and cuBLAS call goes through
+//! (so no cross-stream synchronisation is needed), the PTX modules loaded on first use, and the
+//! cuBLAS handle created on the first matmul.
 
 use super::ptx;
 use crate::{Error, Result};
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
     ValidAsZeroBits,
@@ -50,6 +52,8 @@ pub struct CudaDevice {
     minor: i32,
     name: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// The cuBLAS handle on `stream`, created on the first matmul.
+    blas: Mutex<Option<Arc<CudaBlas>>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -83,7 +87,16 @@ impl CudaDevice {
         let (major, minor) = ctx.compute_capability().map_err(|e| derr("compute capability", e))?;
         let name = ctx.name().map_err(|e| derr("device name", e))?;
         let stream = ctx.default_stream();
-        Ok(Self { ordinal, ctx, stream, major, minor, name, modules: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            ordinal,
+            ctx,
+            stream,
+            major,
+            minor,
+            name,
+            modules: Mutex::new(HashMap::new()),
+            blas: Mutex::new(None),
+        })
     }
 
     /// The ordinal.
@@ -105,6 +118,22 @@ impl CudaDevice {
     /// The stream every launch and copy of this device goes through.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// The cuBLAS handle bound to this device's stream, created on first use. A missing
+    /// `libcublas` is `Error::Device` (cudarc would panic on the first call instead).
+    pub fn blas(&self) -> Result<Arc<CudaBlas>> {
+        let mut slot = self.blas.lock().map_err(|_| Error::Device("cuda: cuBLAS handle poisoned".into()))?;
+        if let Some(b) = slot.as_ref() {
+            return Ok(b.clone());
+        }
+        // SAFETY: only tries `dlopen` on the candidate library names.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(Error::Device("cuda: libcublas not found (matmul on CUDA needs cuBLAS)".into()));
+        }
+        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(|e| derr("create cuBLAS handle", e))?);
+        *slot = Some(b.clone());
+        Ok(b)
     }
 
     /// Waits for all work on the stream.
@@ -171,7 +200,9 @@ impl CudaDevice {
         b.arg(params);
         // SAFETY: every kernel in kernels/ takes exactly one parameter, its `<Op>Params` struct,
         // whose layout `params.rs` mirrors with size checks on both sides; the pointers inside are
-        // live buffers of this device (the callers in `run.rs` keep them alive until they download).
+        // live buffers of this device (the callers in `run/` keep them alive until they download;
+        // the ops hold their tensors until the launch is queued, and buffers are freed
+        // stream-ordered, after every earlier launch on this one stream).
         unsafe { b.launch(cfg) }.map_err(|e| derr(&format!("launch {name}"), e))?;
         Ok(())
     }

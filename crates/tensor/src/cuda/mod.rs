@@ -1,22 +1,37 @@
-//! The CUDA backend's primitives (feature `cuda`): driver detection that never panics, a
-//! [`CudaDevice`] per ordinal (context + one stream + the loaded PTX modules), device buffers
-//! with host copies, a generic launch of a kernel with its `#[repr(C)]` parameter struct
-//! ([`params`]), and `run_*` entry points ([`run`]) that take host slices, launch one kernel and
-//! return host vectors, so tests compare every kernel with its CPU `*_ref`.
+//! The CUDA backend (feature `cuda`): driver detection that never panics, a [`CudaDevice`] per
+//! ordinal (context + one stream + the loaded PTX modules + a cuBLAS handle), [`CudaStorage`] (a
+//! tensor's elements in one typed device buffer: `Storage::Cuda`), one launch function per kernel
+//! (`launch`, shared by both users below), the ops' device dispatch on resident buffers
+//! (`ops/<op>/cuda.rs`, helpers in `resident`), and `run_*` entry points ([`run`]) that take host
+//! slices, launch one kernel and return host vectors, so tests compare every kernel with its CPU
+//! `*_ref`.
 //!
-//! Not here yet: the `Storage::Cuda` variant and the ops' device dispatch (they come when the ops
-//! settle), cuBLAS matmul (the benches call cudarc's cuBLAS directly), streams beyond one per
-//! device. Kernels are compiled ahead of time to PTX (`scripts/build-ptx.sh`) and embedded, so
-//! building this crate needs no CUDA toolkit, and a machine without a driver gets
+//! What runs on CUDA (docs/ops.md, "Devices"): `to_device`, `contiguous` and `cat` (a strided copy
+//! kernel), binary ops with broadcasting, `sum_to`, unary maps, casts between every dtype, the
+//! reductions, softmax, rmsnorm, rope, swiglu and attention forward and backward, `index_select`,
+//! embedding and its backward, cross-entropy (`fwd`, `bwd`, `fwd_grad`), and `matmul` / `addmm`
+//! through cuBLAS (f32, bf16 and f16 with f32 accumulation). Fused kernels exist in f32 and bf16;
+//! f16 inputs are widened to f32 on the device and the result narrowed once, as the CPU computes.
+//! An op given operands on two devices is `Error::Device` naming both.
+//!
+//! Not here: streams beyond one per device, a caching allocator of our own (outputs are fresh
+//! stream-ordered allocations, zeroed; the driver's pool reuses the memory), peer-to-peer copies. Ids and targets are range-checked on the host, so
+//! `index_select`, `embedding`, `embedding_bwd` and cross-entropy download their (small) i32 ids
+//! once per call. Kernels are compiled ahead of time to PTX (`scripts/build-ptx.sh`) and embedded,
+//! so building this crate needs no CUDA toolkit, and a machine without a driver gets
 //! `Error::Device`, never a panic.
 
 pub mod bench;
 mod device;
+pub(crate) mod launch;
 pub mod params;
 pub mod ptx;
+pub(crate) mod resident;
 pub mod run;
+mod storage;
 
 pub use device::{CudaDevice, DeviceBuffer, Launch};
+pub use storage::{CudaData, CudaStorage};
 
 use crate::{Device, Error, Result};
 use std::sync::Arc;

@@ -38,6 +38,17 @@ params!(
     /// cast.cu.
     CastParams (24) { out: u64, x: u64, n: i64 }
 );
+/// Dims a `CopyParams` can describe (`COPY_MAX_DIMS` in cast.cu), after coalescing.
+pub const COPY_MAX_DIMS: usize = 6;
+
+params!(
+    /// cast.cu strided copy (`copy_fwd_u8/u16/u32`, by element width).
+    CopyParams (192) {
+        out: u64, x: u64, n: i64,
+        dims: [i64; COPY_MAX_DIMS], x_strides: [i64; COPY_MAX_DIMS], out_strides: [i64; COPY_MAX_DIMS],
+        x_offset: i64, out_offset: i64, rank: i32, _pad: i32,
+    }
+);
 params!(
     /// reduce.cu: `op` 0 sum, 1 mean, 2 max, 3 argmax (i32 out).
     ReduceParams (32) { out: u64, x: u64, rows: i64, cols: i32, op: i32 }

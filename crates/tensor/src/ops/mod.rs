@@ -19,3 +19,25 @@ pub mod swiglu;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod unary;
+
+/// `Error::Device` unless every tensor is on the same device: an op never moves operands
+/// between devices itself (call `to_device` first). Without feature `cuda` every tensor is on the
+/// CPU and this compiles to nothing.
+#[cfg(feature = "cuda")]
+pub(crate) fn same_device(op: &str, tensors: &[&crate::Tensor]) -> crate::Result<()> {
+    if let Some((first, rest)) = tensors.split_first() {
+        let d = first.device();
+        if let Some(other) = rest.iter().map(|t| t.device()).find(|&o| o != d) {
+            return Err(crate::Error::Device(format!(
+                "{op}: operands on different devices, {d:?} and {other:?} (move them with to_device first)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+#[inline(always)]
+pub(crate) fn same_device(_op: &str, _tensors: &[&crate::Tensor]) -> crate::Result<()> {
+    Ok(())
+}

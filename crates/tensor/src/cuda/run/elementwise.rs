@@ -3,6 +3,7 @@
 use super::*;
 use crate::cuda::device::DeviceBuffer;
 use crate::cuda::device::{CudaDevice, Launch};
+use crate::cuda::launch;
 use crate::cuda::params::*;
 use crate::{bf16, Error, Result};
 use crate::{f16, CpuStorage, Shape, Tensor};
@@ -15,33 +16,21 @@ use crate::{f16, CpuStorage, Shape, Tensor};
 pub fn run_binary(dev: &CudaDevice, a: &Tensor, b: &Tensor, op: i32) -> Result<Tensor> {
     const OP: &str = "cuda::run_binary";
     let shape = Shape::broadcast(OP, a.shape(), b.shape())?;
-    if shape.rank() > BINARY_MAX_DIMS {
-        return Err(Error::invalid(OP, format!("rank {} > {BINARY_MAX_DIMS}", shape.rank())));
-    }
     let (la, lb) = (a.broadcast_as(shape.clone())?, b.broadcast_as(shape.clone())?);
     let n = shape.elem_count();
-    let mut p = BinaryParams {
-        n: n as i64,
-        rank: shape.rank() as i32,
-        op,
-        a_offset: la.layout().offset() as i64,
-        b_offset: lb.layout().offset() as i64,
-        contiguous: (la.is_contiguous() && lb.is_contiguous()) as i32,
-        ..Default::default()
-    };
-    for (i, &d) in shape.dims().iter().enumerate() {
-        p.dims[i] = d as i64;
-        p.a_strides[i] = la.layout().strides()[i] as i64;
-        p.b_strides[i] = lb.layout().strides()[i] as i64;
-    }
     macro_rules! go {
         ($t:ty, $va:expr, $vb:expr) => {{
             let (da, db) = (up::<$t>(dev, $va)?, up::<$t>(dev, $vb)?);
             let out = dev.zeros::<<$t as KernelFloat>::Dev>(n)?;
-            p.a = dev.ptr(&da);
-            p.b = dev.ptr(&db);
-            p.out = dev.ptr(&out);
-            dev.launch("binary", &k("binary_fwd", <$t>::SUFFIX), Launch::elementwise(n), &p)?;
+            launch::binary(
+                dev,
+                <$t>::SUFFIX,
+                dev.ptr(&out),
+                (dev.ptr(&da), la.layout().offset(), la.layout().strides()),
+                (dev.ptr(&db), lb.layout().offset(), lb.layout().strides()),
+                shape.dims(),
+                op,
+            )?;
             Tensor::from_vec(down::<$t>(dev, &out, n)?, shape)
         }};
     }
@@ -57,8 +46,7 @@ pub fn run_binary(dev: &CudaDevice, a: &Tensor, b: &Tensor, op: i32) -> Result<T
 pub fn run_unary<E: KernelFloat>(dev: &CudaDevice, x: &[E], op: i32, p0: f32, p1: f32) -> Result<Vec<E>> {
     let n = x.len();
     let (dx, out) = (up(dev, x)?, dev.zeros::<E::Dev>(n)?);
-    let p = UnaryParams { out: dev.ptr(&out), x: dev.ptr(&dx), n: n as i64, op, p0, p1, _pad: 0 };
-    dev.launch("unary", &k("unary_fwd", E::SUFFIX), Launch::elementwise(n), &p)?;
+    launch::unary(dev, E::SUFFIX, dev.ptr(&out), dev.ptr(&dx), n, op, p0, p1)?;
     down(dev, &out, n)
 }
 
@@ -66,8 +54,7 @@ pub fn run_unary<E: KernelFloat>(dev: &CudaDevice, x: &[E], op: i32, p0: f32, p1
 pub fn run_cast<S: KernelFloat, D: KernelFloat>(dev: &CudaDevice, x: &[S]) -> Result<Vec<D>> {
     let n = x.len();
     let (dx, out) = (up(dev, x)?, dev.zeros::<D::Dev>(n)?);
-    let p = CastParams { out: dev.ptr(&out), x: dev.ptr(&dx), n: n as i64 };
-    dev.launch("cast", &format!("cast_fwd_{}_{}", S::SUFFIX, D::SUFFIX), Launch::elementwise(n), &p)?;
+    launch::cast(dev, S::SUFFIX, D::SUFFIX, dev.ptr(&out), dev.ptr(&dx), n)?;
     down(dev, &out, n)
 }
 
@@ -77,14 +64,7 @@ pub fn run_cast<S: KernelFloat, D: KernelFloat>(dev: &CudaDevice, x: &[S]) -> Re
 pub fn run_reduce<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize, op: i32) -> Result<Vec<E>> {
     let rows = x.len() / cols.max(1);
     let (dx, out) = (up(dev, x)?, dev.zeros::<E::Dev>(rows)?);
-    let p = ReduceParams {
-        out: dev.ptr(&out),
-        x: dev.ptr(&dx),
-        rows: rows as i64,
-        cols: i32_of("run_reduce", "cols", cols)?,
-        op,
-    };
-    dev.launch("reduce", &k("reduce_fwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    launch::reduce(dev, E::SUFFIX, dev.ptr(&out), dev.ptr(&dx), rows, cols, op)?;
     down(dev, &out, rows)
 }
 
@@ -92,14 +72,7 @@ pub fn run_reduce<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize, op: i3
 pub fn run_argmax<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize) -> Result<Vec<i32>> {
     let rows = x.len() / cols.max(1);
     let (dx, out) = (up(dev, x)?, dev.zeros::<i32>(rows)?);
-    let p = ReduceParams {
-        out: dev.ptr(&out),
-        x: dev.ptr(&dx),
-        rows: rows as i64,
-        cols: i32_of("run_argmax", "cols", cols)?,
-        op: 3,
-    };
-    dev.launch("reduce", &k("reduce_fwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    launch::reduce(dev, E::SUFFIX, dev.ptr(&out), dev.ptr(&dx), rows, cols, 3)?;
     down_raw(dev, &out, rows)
 }
 
@@ -137,14 +110,7 @@ pub(super) fn sumsq_on_device(
 pub fn run_softmax<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize) -> Result<Vec<E>> {
     let rows = x.len() / cols.max(1);
     let (dx, y) = (up(dev, x)?, dev.zeros::<E::Dev>(x.len())?);
-    let p = SoftmaxParams {
-        y: dev.ptr(&y),
-        x: dev.ptr(&dx),
-        rows: rows as i64,
-        cols: i32_of("run_softmax", "cols", cols)?,
-        _pad: 0,
-    };
-    dev.launch("softmax", &k("softmax_fwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    launch::softmax(dev, E::SUFFIX, dev.ptr(&y), dev.ptr(&dx), rows, cols)?;
     down(dev, &y, x.len())
 }
 
@@ -152,14 +118,6 @@ pub fn run_softmax<E: KernelFloat>(dev: &CudaDevice, x: &[E], cols: usize) -> Re
 pub fn run_softmax_bwd<E: KernelFloat>(dev: &CudaDevice, y: &[E], dy: &[E], cols: usize) -> Result<Vec<E>> {
     let rows = y.len() / cols.max(1);
     let (d_y, d_dy, dx) = (up(dev, y)?, up(dev, dy)?, dev.zeros::<E::Dev>(y.len())?);
-    let p = SoftmaxBwdParams {
-        dx: dev.ptr(&dx),
-        y: dev.ptr(&d_y),
-        dy: dev.ptr(&d_dy),
-        rows: rows as i64,
-        cols: i32_of("run_softmax_bwd", "cols", cols)?,
-        _pad: 0,
-    };
-    dev.launch("softmax", &k("softmax_bwd", E::SUFFIX), Launch::rows(rows, 256), &p)?;
+    launch::softmax_bwd(dev, E::SUFFIX, dev.ptr(&dx), dev.ptr(&d_y), dev.ptr(&d_dy), rows, cols)?;
     down(dev, &dx, y.len())
 }

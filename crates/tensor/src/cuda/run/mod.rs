@@ -2,11 +2,12 @@
 //! (`tests/cuda_kernels.rs`) compare each with the CPU `*_ref` (the benches in `bench.rs` launch on
 //! resident buffers instead).
 //! They allocate and copy on every call, which is what a test wants and an op must not do: the
-//! ops' CUDA paths (with `Storage::Cuda`) will call the same launches on resident buffers.
-//! Shapes follow the CPU functions of the same op (docs/ops.md); callers check them.
+//! ops' CUDA paths (`ops/<op>/cuda.rs`, on `Storage::Cuda`) call the same launches from
+//! [`launch`](super::launch) on resident buffers. Shapes follow the CPU functions of the same op
+//! (docs/ops.md); callers check them.
 
 use super::device::{CudaDevice, DeviceBuffer};
-use crate::{bf16, f16, Error, Result};
+use crate::{bf16, f16, Result};
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 mod elementwise;
@@ -76,6 +77,4 @@ fn down_raw<T: DeviceRepr + Clone + Default>(dev: &CudaDevice, b: &DeviceBuffer<
 fn k(op: &str, e: &str) -> String {
     format!("{op}_{e}")
 }
-fn i32_of(op: &'static str, what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} = {v} does not fit the kernel's i32")))
-}
+use super::launch::i32_of;

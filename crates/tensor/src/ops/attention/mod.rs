@@ -6,6 +6,8 @@
 //! `repeat_kv`). No dropout, no padding masks, no sliding window. Computes in f32.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use super::fused::{check_float, check_same_dtype, check_same_shape, f32_data, from_f32};
 use crate::{DType, Error, Result, Storage, Tensor};
@@ -48,6 +50,7 @@ fn check(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Re
 /// and `lse` is the logsumexp of each query's masked scores (what [`bwd`] needs).
 pub fn fwd(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<(Tensor, Tensor)> {
     let dims = check(OP_FWD, q, k, v, scale)?;
+    super::same_device(OP_FWD, &[q, k, v])?;
     match &**q.storage() {
         Storage::Cpu(_) => {
             let (qs, ks, vs) = (f32_data(q, OP_FWD)?, f32_data(k, OP_FWD)?, f32_data(v, OP_FWD)?);
@@ -57,6 +60,8 @@ pub fn fwd(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<(Tensor, Te
                 Tensor::from_vec(lse, [dims.b, dims.hq, dims.t])?,
             ))
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::fwd(q, k, v, dims, scale, OP_FWD),
     }
 }
 
@@ -82,6 +87,7 @@ pub fn bwd(
     if lse.dims() != [dims.b, dims.hq, dims.t] {
         return Err(Error::ShapeMismatch { op: OP_BWD, lhs: q.shape().clone(), rhs: lse.shape().clone() });
     }
+    super::same_device(OP_BWD, &[dout, q, k, v, out, lse])?;
     match &**q.storage() {
         Storage::Cpu(_) => {
             let (qs, ks, vs) = (f32_data(q, OP_BWD)?, f32_data(k, OP_BWD)?, f32_data(v, OP_BWD)?);
@@ -94,5 +100,7 @@ pub fn bwd(
                 from_f32(dv, v.shape().clone(), dt, OP_BWD)?,
             ))
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::bwd(dout, (q, k, v), (out, lse), dims, scale, OP_BWD),
     }
 }

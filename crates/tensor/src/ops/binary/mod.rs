@@ -5,6 +5,8 @@
 //! Not done here: implicit dtype promotion, scalar operands (use `affine`/`scale`), in-place ops.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -39,8 +41,11 @@ pub fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
         return Err(Error::DTypeMismatch { op: op.name(), lhs: a.dtype(), rhs: b.dtype() });
     }
     let shape = Shape::broadcast(op.name(), a.shape(), b.shape())?;
-    match (&**a.storage(), &**b.storage()) {
-        (Storage::Cpu(_), Storage::Cpu(_)) => cpu::binary(a, b, &shape, op),
+    super::same_device(op.name(), &[a, b])?;
+    match &**a.storage() {
+        Storage::Cpu(_) => cpu::binary(a, b, &shape, op),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::binary(a, b, &shape, op),
     }
 }
 
@@ -93,6 +98,8 @@ impl Tensor {
         }
         match &**self.storage() {
             Storage::Cpu(_) => cpu::sum_to(self, shape),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => cuda::sum_to(self, shape),
         }
     }
 }

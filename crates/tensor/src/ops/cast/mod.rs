@@ -6,6 +6,8 @@
 //! dtype returns the tensor itself (a cheap `Arc` clone, even for a strided view).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +28,8 @@ impl Tensor {
         }
         match &**self.storage() {
             Storage::Cpu(_) => cpu::cast(self, dtype),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => cuda::cast(self, dtype),
         }
     }
 }

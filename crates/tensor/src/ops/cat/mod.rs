@@ -4,6 +4,8 @@
 //! devices.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -32,8 +34,11 @@ impl Tensor {
                 return Err(Error::ShapeMismatch { op: "cat", lhs: first.shape().clone(), rhs: t.shape().clone() });
             }
         }
+        super::same_device("cat", tensors)?;
         match &**first.storage() {
             Storage::Cpu(_) => cpu::cat(tensors, dim),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => cuda::cat(tensors, dim),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! `grad_scale = 1/count`). No label smoothing, no class weights, no shifting of labels.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use super::fused::{check_float, f32_data, from_f32};
 use crate::{DType, Error, Result, Storage, Tensor};
@@ -38,12 +40,19 @@ fn check(op: &'static str, logits: &Tensor, targets: &Tensor, ignore_index: i32)
 /// logsumexp (computed for every row, ignored or not). A target outside `0..V` that is not
 /// `ignore_index` is [`Error::IndexOutOfRange`].
 pub fn fwd(logits: &Tensor, targets: &Tensor, ignore_index: i32) -> Result<(Tensor, usize, Tensor)> {
+    super::same_device(OP_FWD, &[logits, targets])?;
     let (n, v, tv) = check(OP_FWD, logits, targets, ignore_index)?;
     match &**logits.storage() {
         Storage::Cpu(_) => {
             let x = f32_data(logits, OP_FWD)?;
             let (loss, count, lse) = cpu::ce_fwd(&x, &tv, v, ignore_index);
             Ok((Tensor::scalar(loss as f32), count, Tensor::from_vec(lse, n)?))
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => {
+            let count = tv.iter().filter(|&&t| t != ignore_index).count();
+            let (loss, lse) = cuda::fwd(logits, targets, (n, v), ignore_index, OP_FWD)?;
+            Ok((loss, count, lse))
         }
     }
 }
@@ -57,6 +66,7 @@ pub fn fwd_grad(
     ignore_index: i32,
     grad_scale: impl FnOnce(usize) -> f32,
 ) -> Result<(Tensor, usize, Tensor)> {
+    super::same_device(OP_FWD, &[logits, targets])?;
     let (n, v, tv) = check(OP_FWD, logits, targets, ignore_index)?;
     let scale = grad_scale(tv.iter().filter(|&&t| t != ignore_index).count());
     match &**logits.storage() {
@@ -64,6 +74,12 @@ pub fn fwd_grad(
             let x = f32_data(logits, OP_FWD)?;
             let (loss, count, dx) = cpu::ce_fwd_grad(&x, &tv, v, ignore_index, scale);
             Ok((Tensor::scalar(loss as f32), count, from_f32(dx, [n, v], logits.dtype(), OP_FWD)?))
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => {
+            let count = tv.iter().filter(|&&t| t != ignore_index).count();
+            let (loss, dx) = cuda::fwd_grad(logits, targets, (n, v), ignore_index, scale, OP_FWD)?;
+            Ok((loss, count, dx))
         }
     }
 }
@@ -78,11 +94,14 @@ pub fn bwd(logits: &Tensor, targets: &Tensor, lse: &Tensor, ignore_index: i32, g
     if lse.dims() != [n] {
         return Err(Error::ShapeMismatch { op: OP_BWD, lhs: logits.shape().clone(), rhs: lse.shape().clone() });
     }
+    super::same_device(OP_BWD, &[logits, targets, lse])?;
     match &**logits.storage() {
         Storage::Cpu(_) => {
             let (x, l) = (f32_data(logits, OP_BWD)?, f32_data(lse, OP_BWD)?);
             let dx = cpu::ce_bwd(&x, &tv, &l, v, ignore_index, grad_scale);
             from_f32(dx, [n, v], logits.dtype(), OP_BWD)
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::bwd(logits, targets, lse, (n, v), ignore_index, grad_scale, OP_BWD),
     }
 }

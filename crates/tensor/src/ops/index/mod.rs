@@ -7,6 +7,8 @@
 //! cross-entropy op handles it), sparse gradients.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -42,10 +44,13 @@ impl Tensor {
     /// ```
     pub fn index_select(&self, ids: &Tensor, dim: usize) -> Result<Tensor> {
         let size = self.shape().dim("index_select", dim)?;
-        let ids = ids_vec("index_select", ids)?;
-        check_ids("index_select", &ids, size)?;
+        super::same_device("index_select", &[self, ids])?;
+        let ids_v = ids_vec("index_select", ids)?;
+        check_ids("index_select", &ids_v, size)?;
         match &**self.storage() {
-            Storage::Cpu(_) => cpu::index_select(self, &ids, dim),
+            Storage::Cpu(_) => cpu::index_select(self, &ids_v, dim),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => cuda::index_select(self, ids, dim, "index_select"),
         }
     }
 }
@@ -53,10 +58,13 @@ impl Tensor {
 /// Rows `ids` of `table (V, C)`: `(N,)` ids give `(N, C)`.
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let [_, _] = table.dims_n::<2>("embedding")?;
+    super::same_device("embedding", &[table, ids])?;
     let ids_v = ids_vec("embedding", ids)?;
     check_ids("embedding", &ids_v, table.dims()[0])?;
     match &**table.storage() {
         Storage::Cpu(_) => cpu::index_select(table, &ids_v, 0),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::index_select(table, ids, 0, "embedding"),
     }
 }
 
@@ -69,7 +77,10 @@ pub fn embedding_bwd(dy: &Tensor, ids: &Tensor, vocab: usize) -> Result<Tensor> 
         return Err(Error::ShapeMismatch { op: "embedding_bwd", lhs: dy.shape().clone(), rhs: ids.shape().clone() });
     }
     check_ids("embedding_bwd", &ids_v, vocab)?;
+    super::same_device("embedding_bwd", &[dy, ids])?;
     match &**dy.storage() {
         Storage::Cpu(_) => cpu::embedding_bwd(dy, &ids_v, vocab),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::embedding_bwd(dy, ids, vocab, "embedding_bwd"),
     }
 }

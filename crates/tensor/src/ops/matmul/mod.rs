@@ -7,6 +7,8 @@
 //! integer matmul, quantized weights (the nf4 crate dequantizes tiles and calls this).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod skinny;
 #[cfg(test)]
 mod tests;
@@ -43,8 +45,11 @@ impl Tensor {
         }
         let batch = Shape::broadcast("matmul", &Shape::new(&a.dims()[..ra - 2]), &Shape::new(&b.dims()[..rb - 2]))
             .map_err(|_| mismatch())?;
-        match (&**a.storage(), &**b.storage()) {
-            (Storage::Cpu(_), Storage::Cpu(_)) => cpu::matmul(a, b, &batch, [m, k, n]),
+        super::same_device("matmul", &[a, b])?;
+        match &**a.storage() {
+            Storage::Cpu(_) => cpu::matmul(a, b, &batch, [m, k, n]),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => cuda::matmul(a, b, &batch, [m, k, n]),
         }
     }
 
@@ -94,10 +99,13 @@ impl Tensor {
                 return Err(Error::DTypeMismatch { op: "addmm", lhs: self.dtype(), rhs: t.dtype() });
             }
         }
+        super::same_device("addmm", &[self, a, b])?;
         match (self.dtype(), &**self.storage(), &**a.storage(), &**b.storage()) {
             (crate::DType::F32, Storage::Cpu(_), Storage::Cpu(_), Storage::Cpu(_)) => {
                 cpu::addmm_f32(self, a, b, [m, k, n], beta)
             }
+            #[cfg(feature = "cuda")]
+            (_, Storage::Cuda(_), Storage::Cuda(_), Storage::Cuda(_)) => cuda::addmm(self, a, b, [m, k, n], beta),
             _ => self.add(&a.matmul(b)?.scale(beta)?),
         }
     }

@@ -253,6 +253,8 @@ mod x86 {
         let t = tasks(m, m * k * n, threads);
         let rows_per = m.div_ceil(t).next_multiple_of(2);
         let work = |(c, chunk): (usize, &mut [f32])| {
+            // Whole-struct capture: the raw pointer field alone is not Sync.
+            #[allow(clippy::redundant_locals)]
             let lhs = lhs;
             let r0 = c * rows_per;
             let rows = chunk.len() / n;

@@ -5,6 +5,8 @@
 //! Not done here: several dims at once (chain calls, or `sum_to`), min/argmin, integer inputs.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +37,8 @@ impl ReduceOp {
 pub fn reduce(x: &Tensor, dim: usize, keepdim: bool, op: ReduceOp) -> Result<Tensor> {
     match &**x.storage() {
         Storage::Cpu(_) => cpu::reduce(x, dim, keepdim, op),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::reduce(x, dim, keepdim, op),
     }
 }
 

@@ -5,6 +5,8 @@
 //! Returns fresh gradients (no `+=` into caller buffers): accumulation is the autograd tape's job.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use super::fused::{check_float, check_same_shape, f32_data, from_f32};
 use crate::{DType, Error, Result, Shape, Storage, Tensor};
@@ -33,12 +35,15 @@ fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(Shape, usize)> {
 /// `rstd = 1/sqrt(mean(x²) + eps)` per row is what [`bwd`] needs.
 pub fn fwd(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     let (rows, c) = check(OP_FWD, x, w)?;
+    super::same_device(OP_FWD, &[x, w])?;
     match &**x.storage() {
         Storage::Cpu(_) => {
             let (xs, ws) = (f32_data(x, OP_FWD)?, f32_data(w, OP_FWD)?);
             let (y, rstd) = cpu::rmsnorm_fwd(&xs, &ws, c, eps);
             Ok((from_f32(y, x.shape().clone(), x.dtype(), OP_FWD)?, Tensor::from_vec(rstd, rows)?))
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::fwd(x, w, eps, &rows, c, OP_FWD),
     }
 }
 
@@ -54,6 +59,7 @@ pub fn bwd(dy: &Tensor, x: &Tensor, w: &Tensor, rstd: &Tensor) -> Result<(Tensor
     if rstd.shape() != &rows {
         return Err(Error::ShapeMismatch { op: OP_BWD, lhs: x.shape().clone(), rhs: rstd.shape().clone() });
     }
+    super::same_device(OP_BWD, &[dy, x, w, rstd])?;
     match &**x.storage() {
         Storage::Cpu(_) => {
             let (dys, xs, ws, rs) =
@@ -61,5 +67,7 @@ pub fn bwd(dy: &Tensor, x: &Tensor, w: &Tensor, rstd: &Tensor) -> Result<(Tensor
             let (dx, dw) = cpu::rmsnorm_bwd(&dys, &xs, &ws, &rs, c);
             Ok((from_f32(dx, x.shape().clone(), x.dtype(), OP_BWD)?, from_f32(dw, c, w.dtype(), OP_BWD)?))
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::bwd(dy, x, w, rstd, c, OP_BWD),
     }
 }

@@ -5,6 +5,8 @@
 //! rounds cos/sin and each product to bf16. No scaled variants (linear, dynamic, llama3) here.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use super::fused::{check_float, check_same_shape, f32_data, from_f32};
 use crate::{Error, Result, Storage, Tensor};
@@ -47,21 +49,27 @@ fn check(op: &'static str, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(us
 /// `x2 = x[.., D/2:]`, and `cos`, `sin` of shape `(T, D/2)` from [`tables`].
 pub fn fwd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (t, d) = check(OP_FWD, x, cos, sin)?;
+    super::same_device(OP_FWD, &[x, cos, sin])?;
     match &**x.storage() {
         Storage::Cpu(_) => {
             let (xs, c, s) = (f32_data(x, OP_FWD)?, f32_data(cos, OP_FWD)?, f32_data(sin, OP_FWD)?);
             from_f32(cpu::rope_fwd(&xs, &c, &s, t, d, false), x.shape().clone(), x.dtype(), OP_FWD)
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::rope(x, cos, sin, t, d, false, OP_FWD),
     }
 }
 
 /// Backward of [`fwd`]: the inverse rotation, `dx1 = dy1·cos + dy2·sin`, `dx2 = dy2·cos − dy1·sin`.
 pub fn bwd(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (t, d) = check(OP_BWD, dy, cos, sin)?;
+    super::same_device(OP_BWD, &[dy, cos, sin])?;
     match &**dy.storage() {
         Storage::Cpu(_) => {
             let (ds, c, s) = (f32_data(dy, OP_BWD)?, f32_data(cos, OP_BWD)?, f32_data(sin, OP_BWD)?);
             from_f32(cpu::rope_fwd(&ds, &c, &s, t, d, true), dy.shape().clone(), dy.dtype(), OP_BWD)
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::rope(dy, cos, sin, t, d, true, OP_BWD),
     }
 }

@@ -6,6 +6,8 @@
 //! gives NaN, as in PyTorch), log-softmax (the cross-entropy op fuses its own).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +27,8 @@ impl Tensor {
         }
         match &**self.storage() {
             Storage::Cpu(_) => cpu::softmax_last(self),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => cuda::softmax_last(self),
         }
     }
 }
@@ -40,7 +44,10 @@ pub fn softmax_last_bwd(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     if y.rank() == 0 {
         return Err(Error::invalid("softmax_last_bwd", "needs rank >= 1, got a 0-dim tensor"));
     }
-    match (&**y.storage(), &**dy.storage()) {
-        (Storage::Cpu(_), Storage::Cpu(_)) => cpu::softmax_last_bwd(y, dy),
+    super::same_device("softmax_last_bwd", &[y, dy])?;
+    match &**y.storage() {
+        Storage::Cpu(_) => cpu::softmax_last_bwd(y, dy),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::softmax_last_bwd(y, dy),
     }
 }

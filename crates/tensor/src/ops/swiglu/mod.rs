@@ -4,6 +4,8 @@
 //! input dtype (HF in bf16 rounds `silu(gate)` first). Returns fresh gradients, no accumulation.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use super::fused::{check_float, check_same_dtype, check_same_shape, f32_data, from_f32};
 use crate::{Result, Storage, Tensor};
@@ -20,11 +22,14 @@ fn check(op: &'static str, gate: &Tensor, up: &Tensor) -> Result<()> {
 /// `silu(gate) * up` for two tensors of the same shape and dtype.
 pub fn fwd(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     check(OP_FWD, gate, up)?;
+    super::same_device(OP_FWD, &[gate, up])?;
     match &**gate.storage() {
         Storage::Cpu(_) => {
             let (g, u) = (f32_data(gate, OP_FWD)?, f32_data(up, OP_FWD)?);
             from_f32(cpu::swiglu_fwd(&g, &u), gate.shape().clone(), gate.dtype(), OP_FWD)
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::fwd(gate, up, OP_FWD),
     }
 }
 
@@ -33,6 +38,7 @@ pub fn bwd(dy: &Tensor, gate: &Tensor, up: &Tensor) -> Result<(Tensor, Tensor)> 
     check(OP_BWD, gate, up)?;
     check_float(dy, OP_BWD)?;
     check_same_shape(dy, gate, OP_BWD)?;
+    super::same_device(OP_BWD, &[dy, gate, up])?;
     match &**gate.storage() {
         Storage::Cpu(_) => {
             let (d, g, u) = (f32_data(dy, OP_BWD)?, f32_data(gate, OP_BWD)?, f32_data(up, OP_BWD)?);
@@ -40,5 +46,7 @@ pub fn bwd(dy: &Tensor, gate: &Tensor, up: &Tensor) -> Result<(Tensor, Tensor)> 
             let (shape, dtype) = (gate.shape().clone(), gate.dtype());
             Ok((from_f32(dg, shape.clone(), dtype, OP_BWD)?, from_f32(du, shape, dtype, OP_BWD)?))
         }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::bwd(dy, gate, up, OP_BWD),
     }
 }

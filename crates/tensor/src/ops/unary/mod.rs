@@ -4,6 +4,8 @@
 //! Not done here: in-place variants and integer dtypes (those are indices, not values).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +50,8 @@ impl UnaryOp {
 pub fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     match &**x.storage() {
         Storage::Cpu(_) => cpu::unary(x, op),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(_) => cuda::unary(x, op),
     }
 }
 
