@@ -241,14 +241,9 @@ fn print_profile(rows: Vec<autograd::profile::OpTime>, steps: usize, step_s: f64
     eprintln!("  {:<24} {:>9} {:>9} {rest:>9.2} {:>5.1}%", "other", "", "", 100.0 * rest / step_ms);
 }
 
-/// The `bench-step` subcommand: set the thread pool, run, print the summary and the RESULT line.
+/// The `bench-step` subcommand: run, print the summary and the RESULT line.
 pub fn run(a: &BenchStepArgs) -> Result<(), String> {
-    if a.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(a.threads)
-            .build_global()
-            .map_err(|e| format!("--threads {}: {e}", a.threads))?;
-    }
+    // The worker pool of `--threads` threads is set up by `cli::run`.
     let r = run_bench(a, true)?;
     let rss_mib = r.peak_rss.map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0));
     eprintln!(

@@ -328,7 +328,31 @@ pub struct MergeArgs {
 }
 
 /// Run the parsed command line.
+/// Runs `f` on a worker of a new rayon pool of `threads` threads (0: one per CPU), so the serial
+/// code between parallel ops runs on a pool thread: each parallel op then hands work to a sibling
+/// that is still spinning instead of waking sleeping workers from outside the pool (the bench-512
+/// step: 0.326 -> 0.301 s). Workers get the main thread's 8 MiB stack.
+pub fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(8 << 20)
+        .thread_name(|i| format!("trainer-{i}"))
+        .build()
+        .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
+    pool.install(f)
+}
+
+/// Runs the command line's subcommand inside a worker pool ([`in_pool`]; `bench-step --threads`
+/// sizes it, every other command uses one thread per CPU).
 pub fn run(cli: Cli) -> Result<(), String> {
+    let threads = match &cli.command {
+        Some(Command::BenchStep(a)) => a.threads,
+        _ => 0,
+    };
+    in_pool(threads, move || dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> Result<(), String> {
     use crate::commands;
     let check_model = |p: &PathBuf| {
         if p.exists() {

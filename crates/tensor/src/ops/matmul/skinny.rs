@@ -131,7 +131,14 @@ mod x86 {
         let (b, brs) = if rhs.cs == 1 {
             (rhs.ptr, rhs.rs)
         } else {
-            packed = (0..k * n).map(|e| unsafe { *rhs.ptr.add((e / n) * rhs.rs + (e % n) * rhs.cs) }).collect();
+            let mut v = vec![0f32; k * n];
+            for (p, row) in v.chunks_exact_mut(n).enumerate() {
+                for (j, x) in row.iter_mut().enumerate() {
+                    // SAFETY: (p, j) is inside rhs.
+                    *x = unsafe { *rhs.ptr.add(p * rhs.rs + j * rhs.cs) };
+                }
+            }
+            packed = v;
             (packed.as_ptr(), n)
         };
         let b = Mat { ptr: b, rs: brs, cs: 1 };
