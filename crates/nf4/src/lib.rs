@@ -31,6 +31,7 @@ mod kernels;
 pub mod linear;
 mod quantize;
 mod serialize;
+mod transposed;
 mod weight;
 
 pub use codebook::{

@@ -1,7 +1,8 @@
 //! The NF4 linear: `y = x·deq(W)ᵀ` and its input gradient `dx = dy·deq(W)`, computed slab by
 //! slab: up to 16 MiB of rows of W are dequantized (in parallel) into a buffer the calling thread
 //! keeps and reuses, then multiplied by one multi-threaded `gemm` call (forward: a column block of
-//! y; backward: accumulated into dx). A small model's weight is one slab; a 7B one's MLP weight is
+//! y, from a slab decoded transposed where AVX-512 allows, since gemm is faster on a row-major
+//! right operand; backward: accumulated into dx). A small model's weight is one slab; a 7B one's MLP weight is
 //! eleven; the dequantized model never exists. Shapes: x (N, in) (any leading dims flattened into N), W (out, in), y (N, out).
 //!
 //! Reference: bitsandbytes 0.50.2 `autograd/_functions.py: MatMul4Bit` (forward
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 use tensor::{bf16, f16, DType, Element, Tensor};
 
 use crate::quantize::decode_chunk;
+use crate::transposed::decode_rows_t;
 use crate::weight::Nf4Weight;
 use crate::{Error, Result};
 
@@ -110,7 +112,14 @@ fn slab_rows(out_f: usize, in_f: usize) -> usize {
 
 /// Run `f(r0, rows, slab)` for each slab of rows of deq(W), in order, dequantizing each slab in
 /// parallel into this thread's reused buffer.
-fn for_each_slab(w: &Nf4Weight, absmax: &[f32], mut f: impl FnMut(usize, usize, &[f32]) -> Result<()>) -> Result<()> {
+/// With `transposed`, a slab is decoded as `(in, rows)` where the fast transposing decoder
+/// applies ([`crate::transposed`]), and `f`'s last argument says which layout it got.
+fn for_each_slab(
+    w: &Nf4Weight,
+    absmax: &[f32],
+    transposed: bool,
+    mut f: impl FnMut(usize, usize, &[f32], bool) -> Result<()>,
+) -> Result<()> {
     let (out_f, in_f) = weight_dims(w)?;
     let code = w.quant_type().traits().dequant_code();
     let (packed, bs) = (w.packed(), w.blocksize());
@@ -127,10 +136,13 @@ fn for_each_slab(w: &Nf4Weight, absmax: &[f32], mut f: impl FnMut(usize, usize, 
         while r0 < out_f {
             let rows = per.min(out_f - r0);
             let slab = &mut buf[..rows * in_f];
-            slab.par_chunks_mut(DECODE_CHUNK)
-                .enumerate()
-                .for_each(|(i, c)| decode_chunk(packed, absmax, bs, &code, r0 * in_f + i * DECODE_CHUNK, c));
-            f(r0, rows, slab)?;
+            let t = transposed && decode_rows_t(packed, absmax, bs, &code, in_f, r0, rows, slab);
+            if !t {
+                slab.par_chunks_mut(DECODE_CHUNK)
+                    .enumerate()
+                    .for_each(|(i, c)| decode_chunk(packed, absmax, bs, &code, r0 * in_f + i * DECODE_CHUNK, c));
+            }
+            f(r0, rows, slab, t)?;
             r0 += rows;
         }
         Ok(())
@@ -146,10 +158,12 @@ pub fn forward_f32(x: &[f32], n: usize, w: &Nf4Weight, absmax: &[f32]) -> Result
     if n == 0 || out_f == 0 || in_f == 0 {
         return Ok(y);
     }
-    for_each_slab(w, absmax, |r0, rows, slab| {
-        // y[:, r0..r0+rows] (n, rows) = x (n, in) · slabᵀ (in, rows)
+    for_each_slab(w, absmax, true, |r0, rows, slab, t| {
+        // y[:, r0..r0+rows] (n, rows) = x (n, in) · slabᵀ (in, rows); gemm is faster when the
+        // slab arrives already transposed (row-major rhs).
         let par = par(n * rows * in_f);
-        gemm_f32((n, rows, in_f), &mut y[r0..], (out_f, 1), false, x, (in_f, 1), slab, (1, in_f), par)
+        let rhs_strides = if t { (rows, 1) } else { (1, in_f) };
+        gemm_f32((n, rows, in_f), &mut y[r0..], (out_f, 1), false, x, (in_f, 1), slab, rhs_strides, par)
     })?;
     Ok(y)
 }
@@ -162,7 +176,7 @@ pub fn backward_f32(dy: &[f32], n: usize, w: &Nf4Weight, absmax: &[f32]) -> Resu
     if n == 0 || out_f == 0 || in_f == 0 {
         return Ok(dx);
     }
-    for_each_slab(w, absmax, |r0, rows, slab| {
+    for_each_slab(w, absmax, false, |r0, rows, slab, _| {
         // dx (n, in) [+]= dy[:, r0..r0+rows] (n, rows) · slab (rows, in)
         let par = par(n * rows * in_f);
         gemm_f32((n, in_f, rows), &mut dx, (in_f, 1), r0 > 0, &dy[r0..], (out_f, 1), slab, (in_f, 1), par)

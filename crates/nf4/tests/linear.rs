@@ -101,6 +101,8 @@ fn dense_random_shapes() {
         (5, 300, 257, 64),   // several tiles and slabs
         (17, 64, 1500, 256), // tile of few rows, slab smaller than a row
         (2, 9, 3000, 4096),  // partial trailing block
+        (9, 70, 160, 32),    // forward slab decoded transposed (AVX-512), rows % 16 != 0
+        (3, 2100, 2048, 64), // the transposed decode over two slabs
     ];
     for (i, &(n, o, k, bs)) in cases.iter().enumerate() {
         check_dense(n, o, k, bs, QuantType::Nf4, 100 + i as u64);
