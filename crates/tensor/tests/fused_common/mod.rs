@@ -40,6 +40,26 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tol) {
     }
 }
 
+/// [`assert_close`] with a per-element allowance `extra[i]` added to the bound: for errors that
+/// a test derives from how an input's rounding propagates, element by element.
+pub fn assert_close_plus(what: &str, got: &[f32], want: &[f64], tol: Tol, extra: &[f64]) {
+    assert_eq!((got.len(), extra.len()), (want.len(), want.len()), "{what}: length");
+    for (i, ((&g, &w), &x)) in got.iter().zip(want).zip(extra).enumerate() {
+        let err = (g as f64 - w).abs();
+        let bound = tol.abs + tol.rel * w.abs() + x;
+        assert!(err <= bound, "{what}[{i}]: got {g}, want {w} (err {err:e}, tol {tol:?} + {x:e})");
+    }
+}
+
+/// Unit roundoff of the dtype (half an ulp at 1): the relative error of one rounding to it.
+pub fn unit_roundoff(dtype: DType) -> f64 {
+    match dtype {
+        DType::BF16 => 2f64.powi(-8),
+        DType::F16 => 2f64.powi(-11),
+        _ => 2f64.powi(-24),
+    }
+}
+
 /// The same for two f64 vectors.
 pub fn assert_close64(what: &str, got: &[f64], want: &[f64], tol: Tol) {
     assert_eq!(got.len(), want.len(), "{what}: length");
