@@ -6,7 +6,8 @@
 //!   with [`QuantConfig::double_quant`] the absmax is itself quantized to 8 bits.
 //! - [`Nf4Weight::dequantize`]: to f32, bf16 or f16, the same bits bitsandbytes produces.
 //! - [`Nf4Weight::to_bnb_tensors`] / [`Nf4Weight::from_bnb`]: bitsandbytes' serialized layout.
-//! - [`linear`]: `y = x·deq(W)ᵀ` and its input gradient, tile by tile, never materialising W.
+//! - [`linear`]: `y = x·deq(W)ᵀ` and its input gradient, slab by slab (the forward slab decoded
+//!   straight into the transposed layout on AVX-512), never materialising W.
 //!
 //! The exact rules are in `../shared/reference/README.md` §3 and the vectors in
 //! `tests/fixtures` (checked bit for bit by `tests/vectors.rs`).

@@ -1,7 +1,8 @@
 //! `a.matmul(&b)`: `(.., M, K) x (.., K, N) -> (.., M, N)` with NumPy broadcasting of the batch
-//! dims. The CPU path is the `gemm` crate (runtime-dispatched AVX2/AVX-512 kernels, rayon).
-//! Transposed views such as `w.t()` are passed to gemm as strides, never copied; bf16/f16 are
-//! widened to f32, multiplied in f32 and rounded back once.
+//! dims. The CPU path is the `gemm` crate (runtime-dispatched AVX2/AVX-512 kernels, rayon),
+//! except f32 products with one of M, K, N at most 16 (LoRA's rank-r shapes) on AVX-512F CPUs,
+//! which take the hand-written kernels in `skinny.rs`. Transposed views such as `w.t()` are passed
+//! as strides, never copied; bf16/f16 are widened to f32, multiplied in f32 and rounded back once.
 //!
 //! Not done here: rank-1 operands (unsqueeze to a 1-row or 1-column matrix), mixed dtypes,
 //! integer matmul, quantized weights (the nf4 crate dequantizes tiles and calls this).
