@@ -70,39 +70,27 @@ elif [[ ! -x "$BIN" || ! -x "$OPS_BIN" || ! -x "$PAGED_BIN" ]]; then
   exit 1
 fi
 
-echo "== kernels vs CPU references"
+# run_gpu_tests TITLE WHAT BIN [ARGS..]: every test of BIN, ignored (GPU) ones included, one
+# thread; fails when they fail or when they report that no CUDA driver was found.
 LOG=$(mktemp)
-set +e
-"$BIN" --include-ignored --skip bench_kernels --test-threads=1 --nocapture 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
-set -e
-if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
-  echo "gpu-check: FAILED: the tests could not find the CUDA driver (libcuda.so.1) on this machine" >&2
-  exit 1
-fi
-[[ $status == 0 ]] || { echo "gpu-check: FAILED: kernel tests" >&2; exit 1; }
+run_gpu_tests() {
+  local title=$1 what=$2 bin=$3 status
+  shift 3
+  echo "== $title"
+  set +e
+  "$bin" --include-ignored "$@" --test-threads=1 --nocapture 2>&1 | tee "$LOG"
+  status=${PIPESTATUS[0]}
+  set -e
+  if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
+    echo "gpu-check: FAILED: the $what could not find the CUDA driver (libcuda.so.1) on this machine" >&2
+    exit 1
+  fi
+  [[ $status == 0 ]] || { echo "gpu-check: FAILED: $what" >&2; exit 1; }
+}
 
-echo "== ops on CUDA tensors vs CPU references"
-set +e
-"$OPS_BIN" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
-set -e
-if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
-  echo "gpu-check: FAILED: the op tests could not find the CUDA driver (libcuda.so.1) on this machine" >&2
-  exit 1
-fi
-[[ $status == 0 ]] || { echo "gpu-check: FAILED: op tests on CUDA" >&2; exit 1; }
-
-echo "== paged optimizer state in CUDA unified memory"
-set +e
-"$PAGED_BIN" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
-set -e
-if grep -q "SKIPPED: no CUDA driver" "$LOG"; then
-  echo "gpu-check: FAILED: the paged-alloc tests could not find the CUDA driver (libcuda.so.1)" >&2
-  exit 1
-fi
-[[ $status == 0 ]] || { echo "gpu-check: FAILED: paged-alloc CUDA tests" >&2; exit 1; }
+run_gpu_tests "kernels vs CPU references" "kernel tests" "$BIN" --skip bench_kernels
+run_gpu_tests "ops on CUDA tensors vs CPU references" "op tests on CUDA" "$OPS_BIN"
+run_gpu_tests "paged optimizer state in CUDA unified memory" "paged-alloc CUDA tests" "$PAGED_BIN"
 
 echo "== kernel benchmarks"
 "$BIN" --ignored bench_kernels --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test result\|^$' || {
