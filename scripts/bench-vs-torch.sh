@@ -11,7 +11,8 @@
 # machine; the numbers mean little when the load average exceeds the core count.
 # The reference stack comes from scripts/reference-stack.sh (installed on first use, ~5.7 GB).
 # Usage: scripts/bench-vs-torch.sh [STEPS [WARMUP [SEQ [PRESET]]]]   (env CARGO_TARGET_DIR honoured,
-#        THREADS=2, BATCH=1)
+#        THREADS=2, BATCH=1, RUNS=3: each stack runs RUNS times per variant, interleaved, and the
+#        table gives medians with the range, the ratio of the medians and the range of per-run ratios)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-5}
@@ -20,6 +21,7 @@ seq=${3:-256}
 preset=${4:-bench-512}
 threads=${THREADS:-2}
 batch=${BATCH:-1}
+runs=${RUNS:-3}
 py=.cache/refstack/bin/python
 [ -x "$py" ] || scripts/reference-stack.sh >&2
 target=${CARGO_TARGET_DIR:-target}
@@ -34,6 +36,7 @@ field() { # field NAME LINE
     sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"
 }
 declare -A R
+for run in $(seq 1 "$runs"); do
 for ckpt in false true; do
     for side in ours torch; do
         before=$(load)
@@ -41,34 +44,41 @@ for ckpt in false true; do
             out=$("$ours_bin" bench-step --preset "$preset" --seq-len "$seq" --batch-size "$batch" \
                 --steps "$steps" --warmup-steps "$warmup" --lora-r 8 --lora-alpha 16 \
                 --gradient-checkpointing "$ckpt" --optimizer adamw --threads "$threads" \
-                2>"$log/ours-$ckpt.log")
+                2>"$log/ours-$ckpt-$run.log")
         else
             out=$(OMP_NUM_THREADS=$threads "$py" scripts/reference/qlora_step.py --preset "$preset" \
                 --seq-len "$seq" --batch-size "$batch" --steps "$steps" --warmup-steps "$warmup" \
                 --lora-r 8 --lora-alpha 16 --gradient-checkpointing "$ckpt" --threads "$threads" \
-                2>"$log/torch-$ckpt.log")
+                2>"$log/torch-$ckpt-$run.log")
         fi
         after=$(load)
         line=$(grep '^RESULT' <<<"$out")
-        echo "$line (ckpt=$ckpt, load $before -> $after)" >&2
-        R[$side,$ckpt,tps]=$(field tokens_per_s "$line")
-        R[$side,$ckpt,rss]=$(field peak_rss_mib "$line")
-        R[$side,$ckpt,load]="$before -> $after"
+        echo "$line (run $run, ckpt=$ckpt, load $before -> $after)" >&2
+        R[$side,$ckpt,tps]+="$(field tokens_per_s "$line") "
+        R[$side,$ckpt,rss]+="$(field peak_rss_mib "$line") "
+        R[$side,$ckpt,load]+="$before $after "
     done
+done
 done
 
 ver=$("$py" -c 'import torch, transformers, peft, bitsandbytes as b; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, bitsandbytes {b.__version__}")' 2>/dev/null)
 echo
-echo "QLoRA step, $preset, seq $seq x batch $batch, $steps timed steps after $warmup warm-up, $threads threads; $ver"
-printf '%-6s %-6s %12s %14s %22s\n' ckpt stack tokens/s peak-RSS-MiB "load 1m before->after"
+echo "QLoRA step, $preset, seq $seq x batch $batch, $steps timed steps after $warmup warm-up, $threads threads, $runs runs; $ver"
 for ckpt in false true; do
-    for side in ours torch; do
-        printf '%-6s %-6s %12.1f %14.1f %22s\n' "$ckpt" "$side" "${R[$side,$ckpt,tps]}" "${R[$side,$ckpt,rss]}" \
-            "${R[$side,$ckpt,load]}"
-    done
-    awk -v c="$ckpt" -v ot="${R[ours,$ckpt,tps]}" -v tt="${R[torch,$ckpt,tps]}" -v orr="${R[ours,$ckpt,rss]}" \
-        -v tr="${R[torch,$ckpt,rss]}" 'BEGIN {
-            s = ot / tt; m = orr / tr
-            printf "%-6s ratio  tokens/s ours/torch %.2fx (goal >= 2.5x: %s)   peak RSS ours/torch %.2fx (goal <= 0.3x: %s)\n",
-                c, s, (s >= 2.5 ? "met" : "NOT met"), m, (m <= 0.3 ? "met" : "NOT met") }'
+    "$py" - "$ckpt" "${R[ours,$ckpt,tps]}" "${R[torch,$ckpt,tps]}" "${R[ours,$ckpt,rss]}" "${R[torch,$ckpt,rss]}" \
+        "${R[ours,$ckpt,load]} ${R[torch,$ckpt,load]}" <<'PY'
+import statistics as st, sys
+ckpt, ot, tt, orss, trss, loads = sys.argv[1], *[list(map(float, a.split())) for a in sys.argv[2:]]
+med = st.median
+def show(name, v, unit):
+    return f"{name:<6} median {med(v):8.1f} {unit} [{min(v):.1f}-{max(v):.1f}]"
+if ckpt == "false":
+    print(f"{'ckpt':<6} {'stack':<6} tokens/s and peak RSS over the runs (load 1m {min(loads):.2f}-{max(loads):.2f})")
+for side, tps, rss in (("ours", ot, orss), ("torch", tt, trss)):
+    print(f"{ckpt:<6} {show(side, tps, 'tokens/s')}   peak RSS median {med(rss):7.1f} MiB")
+s, m = med(ot) / med(tt), med(orss) / med(trss)
+per = [a / b for a, b in zip(ot, tt)]
+print(f"{ckpt:<6} ratio  tokens/s ours/torch {s:.2f}x (per run {min(per):.2f}-{max(per):.2f}; goal >= 2.5x: "
+      f"{'met' if s >= 2.5 else 'NOT met'})   peak RSS ours/torch {m:.2f}x (goal <= 0.3x: {'met' if m <= 0.3 else 'NOT met'})")
+PY
 done
