@@ -151,3 +151,25 @@ fn empty_batch() {
     assert_eq!((loss.to_scalar().unwrap(), count, lse.dims()), (0.0, 0, &[0][..]));
     assert_eq!(cross_entropy::bwd(&logits, &targets, &lse, IGNORE, 1.0).unwrap().dims(), &[0, 7]);
 }
+
+/// `fwd_grad`'s special rows, each written in full: an ignored row is all zeros (a row of huge
+/// logits included, so nothing of it leaks), a row of −inf logits gives NaN loss and gradient as
+/// `fwd`/`bwd` do, and a normal row beside them is unaffected. Mismatched lengths give NaN.
+#[test]
+fn fwd_grad_special_rows_are_written_in_full() {
+    let v = 37;
+    let mut x = vec![0.5f32; 3 * v];
+    x[..v].fill(1e30);
+    x[v..2 * v].fill(f32::NEG_INFINITY);
+    let (loss, count, dx) = cpu::ce_fwd_grad(&x, &[IGNORE, 3, 5], v, IGNORE, 1.0);
+    assert!(dx[..v].iter().all(|&d| d == 0.0), "ignored row");
+    assert!(dx[v..2 * v].iter().all(|d| d.is_nan()) && loss.is_nan(), "all −inf row");
+    let uniform = 1.0 / v as f32;
+    for (j, &d) in dx[2 * v..].iter().enumerate() {
+        let want = if j == 5 { uniform - 1.0 } else { uniform };
+        assert!((d - want).abs() <= 1e-6, "normal row [{j}]: {d} vs {want}");
+    }
+    assert_eq!(count, 2);
+    let (bad_loss, bad_count, bad_dx) = cpu::ce_fwd_grad(&x[..100], &[3, 5], v, IGNORE, 1.0);
+    assert!(bad_loss.is_nan() && bad_count == 0 && bad_dx.iter().all(|d| d.is_nan()));
+}

@@ -6,6 +6,7 @@
 
 use crate::{bf16, f16, CpuStorage, DType, Error, Result, Shape, Tensor};
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 /// The elements of a float CPU tensor as f32, borrowed when it is contiguous f32, widened otherwise.
 pub(crate) fn f32_data<'a>(t: &'a Tensor, op: &'static str) -> Result<Cow<'a, [f32]>> {
@@ -132,6 +133,68 @@ unsafe fn exp_sub_avx2(x: &mut [f32], sub: f32) {
     exp_sub_scalar(x, sub)
 }
 
+/// `out[i] = exp(x[i] − sub)` for `i < x.len()` (`out` at least as long, possibly uninitialised:
+/// exactly its first `x.len()` elements are written), returning `Σ out` summed
+/// in sixteen f32 lanes: one pass where a copy, [`exp_sub_inplace`] and [`lane_sum`] take three.
+/// Each element is the same [`exp_f32`] on every path; the lanes let the loop vectorise (16-wide
+/// with AVX-512F, 8-wide with AVX2).
+#[inline]
+pub(crate) fn exp_sub_sum_into(x: &[f32], sub: f32, out: &mut [MaybeUninit<f32>]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { exp_sub_sum_avx512(x, sub, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { exp_sub_sum_avx2(x, sub, out) };
+        }
+    }
+    exp_sub_sum_scalar(x, sub, out)
+}
+
+#[inline(always)]
+fn exp_sub_sum_scalar(x: &[f32], sub: f32, out: &mut [MaybeUninit<f32>]) -> f32 {
+    let out = &mut out[..x.len()];
+    let mut acc = [0.0f32; 16];
+    let (xc, oc) = (x.chunks_exact(16), out.chunks_exact_mut(16));
+    let (xr, mut rest) = (xc.remainder(), 0.0f32);
+    for (xs, os) in xc.zip(oc) {
+        for i in 0..16 {
+            let e = exp_f32(xs[i] - sub);
+            os[i].write(e);
+            acc[i] += e;
+        }
+    }
+    let tail = x.len() - xr.len();
+    for (o, &v) in out[tail..].iter_mut().zip(xr) {
+        let e = exp_f32(v - sub);
+        o.write(e);
+        rest += e;
+    }
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+    }
+    rest + acc[0]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_sub_sum_avx512(x: &[f32], sub: f32, out: &mut [MaybeUninit<f32>]) -> f32 {
+    exp_sub_sum_scalar(x, sub, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_sub_sum_avx2(x: &[f32], sub: f32, out: &mut [MaybeUninit<f32>]) -> f32 {
+    exp_sub_sum_scalar(x, sub, out)
+}
+
 /// `Σ x` in eight f32 lanes.
 #[inline]
 pub(crate) fn lane_sum(x: &[f32]) -> f32 {
@@ -165,7 +228,40 @@ pub(crate) fn lane_max(x: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::exp_f32;
+    use super::{exp_f32, exp_sub_sum_into};
+    use crate::Rng;
+    use std::mem::MaybeUninit;
+
+    /// Every length around the 16-lane blocks: the elements are exactly `exp_f32(x − sub)` (on
+    /// whichever SIMD path the CPU takes) and the sum matches an f64 sum to f32 accumulation error;
+    /// `out` past `x.len()` is untouched; a NaN input gives a NaN element and sum.
+    #[test]
+    fn exp_sub_sum_into_is_exp_and_its_sum() {
+        let mut rng = Rng::new(3);
+        for n in (0..50).chain([255, 256, 257, 32000]) {
+            let x: Vec<f32> = (0..n).map(|_| 4.0 * rng.normal()).collect();
+            let sub = x.iter().cloned().fold(0.0f32, f32::max);
+            let mut out = vec![MaybeUninit::new(-1.0f32); n + 3];
+            let sum = exp_sub_sum_into(&x, sub, &mut out);
+            // SAFETY: every element was initialised by `vec!` (and the first n overwritten).
+            let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+            for (i, &v) in x.iter().enumerate() {
+                assert_eq!(out[i].to_bits(), exp_f32(v - sub).to_bits(), "n {n} element {i}");
+            }
+            assert_eq!(&out[n..], &[-1.0; 3], "n {n}: wrote past x.len()");
+            let want: f64 = out[..n].iter().map(|&v| v as f64).sum();
+            // Recursive summation's bound: each lane adds ~n/16 terms, then 4 pairwise levels and
+            // the tail, each addition off by at most one rounding (u = 2^-24) of a partial sum ≤ Σ.
+            let bound = (n / 16 + 5 + 16) as f64 * 2f64.powi(-24) * want;
+            assert!((sum as f64 - want).abs() <= bound, "n {n}: sum {sum} vs {want} (bound {bound:e})");
+        }
+        let mut out = [MaybeUninit::new(0.0f32); 20];
+        let x: Vec<f32> = (0..20).map(|i| if i == 17 { f32::NAN } else { 0.0 }).collect();
+        assert!(exp_sub_sum_into(&x, 0.0, &mut out).is_nan());
+        // SAFETY: initialised above.
+        let (o17, o0) = unsafe { (out[17].assume_init(), out[0].assume_init()) };
+        assert!(o17.is_nan() && o0 == 1.0);
+    }
 
     #[test]
     fn exp_matches_std() {

@@ -4,8 +4,9 @@
 //! Targets and lengths are checked by the caller (`mod.rs`): each target is `ignore` or in
 //! `0..V`, and V > 0.
 
-use super::super::fused::{exp_sub_inplace, lane_max, lane_sum};
+use super::super::fused::{exp_sub_inplace, exp_sub_sum_into, lane_max, lane_sum};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Rows per rayon task for small vocabularies.
 fn rows_per_task(v: usize) -> usize {
@@ -71,34 +72,47 @@ pub fn ce_bwd(logits: &[f32], targets: &[i32], lse: &[f32], v: usize, ignore: i3
 
 /// Forward and backward in one pass over each row: `(loss_sum, count, dlogits)` with
 /// `dlogits = grad_scale · (exp(x − max)/Σ − onehot(t))` — the exponentials are computed once,
-/// into the gradient row, and normalised there; zero rows where `t == ignore`.
+/// into the gradient row, and normalised there; zero rows where `t == ignore`. `logits` must be
+/// `targets.len()·v` long with `v > 0` (else NaN loss and gradient).
 pub fn ce_fwd_grad(logits: &[f32], targets: &[i32], v: usize, ignore: i32, grad_scale: f32) -> (f64, usize, Vec<f32>) {
     let n = targets.len();
-    let mut dx = vec![0.0f32; logits.len()];
+    let len = logits.len();
+    if v == 0 || len != n * v {
+        // Lengths that do not match (`mod.rs` checks them first): NaN rather than a partial row.
+        return (f64::NAN, 0, vec![f32::NAN; len]);
+    }
+    // dx is written in full below, row by row, so it starts uninitialised (zeroing 32 MB of
+    // gradient for the 32000-wide head cost ~3 ms a step).
+    let mut dx: Vec<f32> = Vec::with_capacity(len);
     let mut loss = vec![0.0f64; n];
-    dx.par_chunks_mut(v)
+    dx.spare_capacity_mut()[..len]
+        .par_chunks_mut(v)
         .zip(loss.par_iter_mut())
         .zip(logits.par_chunks(v).zip(targets.par_iter()))
         .with_min_len(rows_per_task(v))
         .for_each(|((d, loss), (x, &t))| {
             if t == ignore {
-                return; // zero gradient, no loss
+                d.fill(MaybeUninit::new(0.0)); // zero gradient, no loss
+                return;
             }
             let m = lane_max(x);
             if m == f32::NEG_INFINITY {
                 // Every logit −inf: NaN loss and gradient, as `ce_fwd`/`ce_bwd` give.
                 *loss = f64::NAN;
-                d.fill(f32::NAN);
+                d.fill(MaybeUninit::new(f32::NAN));
                 return;
             }
-            d.copy_from_slice(x);
-            exp_sub_inplace(d, m);
-            let sum = lane_sum(d);
+            let sum = exp_sub_sum_into(x, m, d);
+            // SAFETY: `exp_sub_sum_into` wrote all `x.len() == d.len()` elements.
+            let d = unsafe { &mut *(d as *mut [MaybeUninit<f32>] as *mut [f32]) };
             *loss = (m + sum.ln()) as f64 - x[t as usize] as f64;
             let k = grad_scale / sum;
             d.iter_mut().for_each(|d| *d *= k);
             d[t as usize] -= grad_scale;
         });
+    // SAFETY: every row of the first `len` elements was written above (chunks of `v` cover
+    // `len = n·v` exactly, one per target).
+    unsafe { dx.set_len(len) };
     let count = targets.iter().filter(|&&t| t != ignore).count();
     (loss.iter().sum(), count, dx)
 }
