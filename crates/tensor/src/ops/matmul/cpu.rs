@@ -117,12 +117,7 @@ fn gemm_ready(t: &Tensor) -> Result<Tensor> {
 /// the product is accumulated by gemm into a copy of `acc`.
 pub fn addmm_f32(acc: &Tensor, a: &Tensor, b: &Tensor, [m, k, n]: [usize; 3], beta: f32) -> Result<Tensor> {
     let mut out = acc.to_vec_f32()?;
-    if !out.is_empty() && k > 0 {
-        let (a, b) = (gemm_ready(a)?, gemm_ready(b)?);
-        let none = Shape::new(Vec::<usize>::new());
-        let (lhs, rhs) = (operand(&a, &none)?, operand(&b, &none)?);
-        run_with(&mut out, 0, &lhs, &rhs, [m, k, n], par(m * k * n), Some(beta));
-    }
+    addmm_f32_in_place(&mut out, a, b, [m, k, n], beta)?;
     Ok(Tensor::from_cpu(CpuStorage::F32(out), Shape::new([m, n])))
 }
 

@@ -58,20 +58,34 @@ impl Tensor {
     /// storage the product is accumulated into it in place (no copy of the accumulator), else
     /// this is `self.addmm(a, b, beta)`. Same checks, same result.
     pub fn addmm_into(mut self, a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
-        let same = |t: &Tensor| t.dtype() == crate::DType::F32 && matches!(&**t.storage(), Storage::Cpu(_));
-        let shapes_ok = self.rank() == 2
-            && a.rank() == 2
-            && b.rank() == 2
-            && a.dims()[1] == b.dims()[0]
-            && self.dims() == [a.dims()[0], b.dims()[1]];
-        if shapes_ok && same(a) && same(b) {
-            let mkn = [a.dims()[0], a.dims()[1], b.dims()[1]];
+        let mkn = self.addmm_check(a, b)?;
+        let cpu_f32 = |t: &Tensor| t.dtype() == crate::DType::F32 && matches!(&**t.storage(), Storage::Cpu(_));
+        if cpu_f32(a) && cpu_f32(b) {
             if let Some(out) = self.unique_f32_mut() {
                 cpu::addmm_f32_in_place(out, a, b, mkn, beta)?;
                 return Ok(self);
             }
         }
         self.addmm(a, b, beta)
+    }
+
+    /// `[M, K, N]` of `self (M, N) + a (M, K)·b (K, N)` of one dtype on one device, or the error.
+    fn addmm_check(&self, a: &Tensor, b: &Tensor) -> Result<[usize; 3]> {
+        let ranks_ok = self.rank() == 2 && a.rank() == 2 && b.rank() == 2;
+        let (m, k, n) = if ranks_ok { (a.dims()[0], a.dims()[1], b.dims()[1]) } else { (0, 0, 0) };
+        if !ranks_ok || b.dims()[0] != k || self.dims() != [m, n] {
+            return Err(Error::invalid(
+                "addmm",
+                format!("needs acc (M, N) + (M, K)·(K, N), got {:?} + {:?}·{:?}", self.shape(), a.shape(), b.shape()),
+            ));
+        }
+        for t in [a, b] {
+            if t.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch { op: "addmm", lhs: self.dtype(), rhs: t.dtype() });
+            }
+        }
+        super::same_device("addmm", &[self, a, b])?;
+        Ok([m, k, n])
     }
 
     /// `self + beta·(a·b)` for 2-D `self (M, N)`, `a (M, K)`, `b (K, N)` of one float dtype. In
@@ -87,20 +101,7 @@ impl Tensor {
     /// assert_eq!(acc.addmm(&a, &b, 0.5).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 5.0]);
     /// ```
     pub fn addmm(&self, a: &Tensor, b: &Tensor, beta: f32) -> Result<Tensor> {
-        let ranks_ok = self.rank() == 2 && a.rank() == 2 && b.rank() == 2;
-        let (m, k, n) = if ranks_ok { (a.dims()[0], a.dims()[1], b.dims()[1]) } else { (0, 0, 0) };
-        if !ranks_ok || b.dims()[0] != k || self.dims() != [m, n] {
-            return Err(Error::invalid(
-                "addmm",
-                format!("needs acc (M, N) + (M, K)·(K, N), got {:?} + {:?}·{:?}", self.shape(), a.shape(), b.shape()),
-            ));
-        }
-        for t in [a, b] {
-            if t.dtype() != self.dtype() {
-                return Err(Error::DTypeMismatch { op: "addmm", lhs: self.dtype(), rhs: t.dtype() });
-            }
-        }
-        super::same_device("addmm", &[self, a, b])?;
+        let [m, k, n] = self.addmm_check(a, b)?;
         match (self.dtype(), &**self.storage(), &**a.storage(), &**b.storage()) {
             (crate::DType::F32, Storage::Cpu(_), Storage::Cpu(_), Storage::Cpu(_)) => {
                 cpu::addmm_f32(self, a, b, [m, k, n], beta)
