@@ -62,6 +62,51 @@ impl std::fmt::Debug for CudaDevice {
     }
 }
 
+/// Device memory figures in bytes (see [`CudaDevice::memory`]); the pool figures are 0 where the
+/// device has no stream-ordered allocator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes of live device buffers now.
+    pub used: u64,
+    /// The most bytes of live device buffers at once since the device was created or the peak reset.
+    pub used_peak: u64,
+    /// The most bytes the allocator's pool held at once (live buffers and cached free blocks).
+    pub reserved_peak: u64,
+    /// Bytes in use on the whole device now (`total - free` from the driver).
+    pub device_used: u64,
+    /// The device's memory.
+    pub device_total: u64,
+}
+
+type PoolAttr = cudarc::driver::sys::CUmemPool_attribute;
+
+/// The memory pool `cuMemAllocAsync` draws from on `ctx`'s device.
+fn mem_pool(ctx: &CudaContext) -> Result<cudarc::driver::sys::CUmemoryPool> {
+    ctx.bind_to_thread().map_err(|e| derr("bind context", e))?;
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: writes one pool handle; the device handle comes from a live context.
+    unsafe { cudarc::driver::sys::cuDeviceGetMemPool(&mut pool, ctx.cu_device()) }
+        .result()
+        .map_err(|e| derr("memory pool", e))?;
+    Ok(pool)
+}
+
+fn get_pool_attr(pool: cudarc::driver::sys::CUmemoryPool, attr: PoolAttr) -> Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: the size and high-water attributes are 64-bit values (cuuint64_t).
+    unsafe { cudarc::driver::sys::cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) }
+        .result()
+        .map_err(|e| derr("memory pool attribute", e))?;
+    Ok(v)
+}
+
+fn set_pool_attr(pool: cudarc::driver::sys::CUmemoryPool, attr: PoolAttr, mut v: u64) -> Result<()> {
+    // SAFETY: the release threshold and the resettable high-water marks are 64-bit values.
+    unsafe { cudarc::driver::sys::cuMemPoolSetAttribute(pool, attr, (&mut v as *mut u64).cast()) }
+        .result()
+        .map_err(|e| derr("memory pool attribute", e))
+}
+
 static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
 
 impl CudaDevice {
@@ -87,6 +132,14 @@ impl CudaDevice {
         let (major, minor) = ctx.compute_capability().map_err(|e| derr("compute capability", e))?;
         let name = ctx.name().map_err(|e| derr("device name", e))?;
         let stream = ctx.default_stream();
+        if ctx.has_async_alloc() {
+            // Keep freed memory in the stream-ordered pool instead of handing it back to the
+            // driver at every synchronisation (the default threshold is 0): a training step frees
+            // and reallocates the same activation sizes every step, as PyTorch's caching
+            // allocator assumes. Best effort: a failure only costs speed.
+            let _ = mem_pool(&ctx)
+                .and_then(|pool| set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX));
+        }
         Ok(Self {
             ordinal,
             ctx,
@@ -134,6 +187,39 @@ impl CudaDevice {
         let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(|e| derr("create cuBLAS handle", e))?);
         *slot = Some(b.clone());
         Ok(b)
+    }
+
+    /// Device memory now and at its peak (waits for the stream first, so the figures include
+    /// everything queued). With the stream-ordered allocator the peak is the pool's high-water mark
+    /// of memory handed to tensors (`used_peak`, what PyTorch calls max allocated) and of memory
+    /// the pool held (`reserved_peak`, max reserved); `device_used` is the whole device's use as
+    /// the driver reports it (other processes, cuBLAS workspaces and modules included).
+    pub fn memory(&self) -> Result<MemoryStats> {
+        self.synchronize()?;
+        let (free, total) = self.ctx.mem_get_info().map_err(|e| derr("memory info", e))?;
+        let mut m = MemoryStats {
+            device_used: total.saturating_sub(free) as u64,
+            device_total: total as u64,
+            ..Default::default()
+        };
+        if self.ctx.has_async_alloc() {
+            let pool = mem_pool(&self.ctx)?;
+            m.used = get_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+            m.used_peak = get_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
+            m.reserved_peak = get_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?;
+        }
+        Ok(m)
+    }
+
+    /// Starts the peak figures of [`memory`](Self::memory) again from what is in use now.
+    pub fn reset_peak_memory(&self) -> Result<()> {
+        self.synchronize()?;
+        if self.ctx.has_async_alloc() {
+            let pool = mem_pool(&self.ctx)?;
+            set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)?;
+            set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH, 0)?;
+        }
+        Ok(())
     }
 
     /// Waits for all work on the stream.

@@ -2,14 +2,16 @@
 //! ordinal (context + one stream + the loaded PTX modules + a cuBLAS handle), [`CudaStorage`] (a
 //! tensor's elements in one typed device buffer: `Storage::Cuda`), one launch function per kernel
 //! (`launch`, shared by both users below), the ops' device dispatch on resident buffers
-//! (`ops/<op>/cuda.rs`, helpers in `resident`), and `run_*` entry points ([`run`]) that take host
-//! slices, launch one kernel and return host vectors, so tests compare every kernel with its CPU
-//! `*_ref`.
+//! (`ops/<op>/cuda.rs`, helpers in `resident`), NF4 dequantization and the fused NF4 linear on
+//! resident codes ([`nf4_ops`], used by crates/nf4), and `run_*` entry points ([`run`]) that take
+//! host slices, launch one kernel and return host vectors, so tests compare every kernel with its
+//! CPU `*_ref`.
 //!
 //! What runs on CUDA (docs/ops.md, "Devices"): `to_device`, `contiguous` and `cat` (a strided copy
 //! kernel), binary ops with broadcasting, `sum_to`, unary maps, casts between every dtype, the
 //! reductions, softmax, rmsnorm, rope, swiglu and attention forward and backward, `index_select`,
-//! embedding and its backward, cross-entropy (`fwd`, `bwd`, `fwd_grad`), and `matmul` / `addmm`
+//! embedding and its backward, cross-entropy (`fwd`, `bwd`, `fwd_grad`), dropout masks made on the
+//! device (`ops::dropout::mask`, the same bits as the CPU), and `matmul` / `addmm`
 //! through cuBLAS (f32, bf16 and f16 with f32 accumulation). Fused kernels exist in f32 and bf16;
 //! f16 inputs are widened to f32 on the device and the result narrowed once, as the CPU computes.
 //! An op given operands on two devices is `Error::Device` naming both.
@@ -24,13 +26,15 @@
 pub mod bench;
 mod device;
 pub(crate) mod launch;
+pub mod nf4_ops;
+pub mod optim_ops;
 pub mod params;
 pub mod ptx;
 pub(crate) mod resident;
 pub mod run;
 mod storage;
 
-pub use device::{CudaDevice, DeviceBuffer, Launch};
+pub use device::{CudaDevice, DeviceBuffer, Launch, MemoryStats};
 pub use storage::{CudaData, CudaStorage};
 
 use crate::{Device, Error, Result};
