@@ -8,6 +8,9 @@
 //! - [`Nf4Weight::to_bnb_tensors`] / [`Nf4Weight::from_bnb`]: bitsandbytes' serialized layout.
 //! - [`linear`]: `y = x·deq(W)ᵀ` and its input gradient, slab by slab (the forward slab decoded
 //!   straight into the transposed layout on AVX-512), never materialising W.
+//! - [`Nf4Weight::to_device`] (feature `cuda`): the codes and restored absmax on a CUDA device,
+//!   where [`linear`] then runs for inputs on that device (fused bf16 tensor-core kernel, or
+//!   dequantize + cuBLAS), the host parts kept for export.
 //!
 //! The exact rules are in `../shared/reference/README.md` §3 and the vectors in
 //! `tests/fixtures` (checked bit for bit by `tests/vectors.rs`).
@@ -22,10 +25,11 @@
 //! assert_eq!(back[5], -0.9);
 //! ```
 //!
-//! Deliberately not here: 8-bit (LLM.int8) quantization, CUDA kernels, `quant_storage`
-//! reinterpretation.
+//! Deliberately not here: 8-bit (LLM.int8) quantization, CUDA kernels (tensor's `cuda::nf4_ops`
+//! launches them), FP4 on a device, `quant_storage` reinterpretation.
 
 mod codebook;
+mod device;
 mod double_quant;
 mod error;
 mod kernels;

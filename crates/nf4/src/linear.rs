@@ -8,13 +8,18 @@
 //! Reference: bitsandbytes 0.50.2 `autograd/_functions.py: MatMul4Bit` (forward
 //! `linear(A, dequantize_4bit(B).t())`, backward `grad_A = grad_output @ dequantize_4bit(B)`,
 //! no gradient for the frozen 4-bit weight) and `nn/modules.py: Linear4bit`.
-//! Deliberately not here: a bias (LoRA layers have none), a gradient for W, CUDA. Gradients are
+//! Inputs on a CUDA device run there with a weight moved to that device
+//! ([`Nf4Weight::to_device`]): `device.rs` has the paths and their numerics; [`forward`],
+//! [`backward`] and [`nf4_linear`] dispatch on the input's device.
+//! Deliberately not here: a bias (LoRA layers have none), a gradient for W. Gradients are
 //! returned, not accumulated; the autograd tape does the `+=`.
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use tensor::{bf16, f16, DType, Element, Tensor};
+use tensor::{bf16, f16, DType, Device, Element, Tensor};
+
+pub use crate::device::DEVICE_SLAB_ELEMS;
 
 use crate::quantize::decode_chunk;
 use crate::transposed::decode_rows_t;
@@ -22,7 +27,7 @@ use crate::weight::Nf4Weight;
 use crate::{Error, Result};
 
 /// `(out, in)` of a 2-D weight, or an error naming it.
-fn weight_dims(w: &Nf4Weight) -> Result<(usize, usize)> {
+pub(crate) fn weight_dims(w: &Nf4Weight) -> Result<(usize, usize)> {
     match w.shape() {
         [o, i] => Ok((*o, *i)),
         s => Err(Error::arg(w.name(), format!("NF4 linear needs a 2-D weight (out, in), got shape {s:?}"))),
@@ -229,7 +234,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
 }
 
 /// Leading-dims product and last dim of `t`, checking the last dim equals `want`.
-fn rows_of(t: &Tensor, want: usize, what: &str, w: &Nf4Weight) -> Result<usize> {
+pub(crate) fn rows_of(t: &Tensor, want: usize, what: &str, w: &Nf4Weight) -> Result<usize> {
     let dims = t.dims();
     match dims.last() {
         Some(&d) if d == want => Ok(dims[..dims.len() - 1].iter().product()),
@@ -241,8 +246,13 @@ fn rows_of(t: &Tensor, want: usize, what: &str, w: &Nf4Weight) -> Result<usize> 
 }
 
 /// `y = x·deq(W)ᵀ` for `x` of shape (.., in) in f32, bf16 or f16 (computed in f32, returned in
-/// x's dtype), W of shape (out, in); y has shape (.., out).
+/// x's dtype; on CUDA a bf16 `x` also rounds W to bf16, as bitsandbytes does), W of shape
+/// (out, in); y has shape (.., out), on x's device. An `x` on a CUDA device needs `w` moved there
+/// ([`Nf4Weight::to_device`]); a CPU `x` works with any weight.
 pub fn forward(x: &Tensor, w: &Nf4Weight) -> Result<Tensor> {
+    if x.device() != Device::Cpu {
+        return crate::device::forward_device(x, w, DEVICE_SLAB_ELEMS);
+    }
     let (out_f, in_f) = weight_dims(w)?;
     let n = rows_of(x, in_f, "input", w)?;
     let absmax = w.restored_absmax()?;
@@ -254,8 +264,12 @@ pub fn forward(x: &Tensor, w: &Nf4Weight) -> Result<Tensor> {
     from_f32_vec(y, shape, x.dtype(), w.name())
 }
 
-/// `dx = dy·deq(W)` for `dy` of shape (.., out); dx has shape (.., in) and `dtype`.
+/// `dx = dy·deq(W)` for `dy` of shape (.., out); dx has shape (.., in) and `dtype`, on dy's
+/// device (a CUDA `dy` needs `w` on that device, as [`forward`]).
 pub fn backward(dy: &Tensor, w: &Nf4Weight, dtype: DType) -> Result<Tensor> {
+    if dy.device() != Device::Cpu {
+        return crate::device::backward_device(dy, w, dtype, DEVICE_SLAB_ELEMS);
+    }
     let (out_f, in_f) = weight_dims(w)?;
     let n = rows_of(dy, out_f, "output gradient", w)?;
     let absmax = w.restored_absmax()?;
@@ -267,11 +281,31 @@ pub fn backward(dy: &Tensor, w: &Nf4Weight, dtype: DType) -> Result<Tensor> {
     from_f32_vec(dx, shape, dtype, w.name())
 }
 
+/// [`forward`] for `x` on a CUDA device, dequantizing at most `slab_elems` elements of W at a
+/// time (at least one row; [`DEVICE_SLAB_ELEMS`] is what [`forward`] uses). A CPU `x` is an error:
+/// the CPU path has its own slabs.
+pub fn forward_device(x: &Tensor, w: &Nf4Weight, slab_elems: usize) -> Result<Tensor> {
+    if x.device() == Device::Cpu {
+        return Err(Error::arg(w.name(), "forward_device: x is on the CPU (use linear::forward)"));
+    }
+    crate::device::forward_device(x, w, slab_elems)
+}
+
+/// [`backward`] for `dy` on a CUDA device with slabs of at most `slab_elems` elements of W.
+pub fn backward_device(dy: &Tensor, w: &Nf4Weight, dtype: DType, slab_elems: usize) -> Result<Tensor> {
+    if dy.device() == Device::Cpu {
+        return Err(Error::arg(w.name(), "backward_device: dy is on the CPU (use linear::backward)"));
+    }
+    crate::device::backward_device(dy, w, dtype, slab_elems)
+}
+
 /// Keeps the weight alive inside a backward closure without copying it.
 pub type SharedWeight = Arc<Nf4Weight>;
 
 /// The NF4 linear as an autograd op: records `y = x·deq(W)ᵀ` on `x`'s tape with a backward that
-/// returns `dx = dy·deq(W)` (tiled, like the forward) and nothing for the frozen weight.
+/// returns `dx = dy·deq(W)` (tiled, like the forward) and nothing for the frozen weight. Runs on
+/// x's device: an `x` on CUDA with a weight not moved there is `tensor::Error::Device` naming
+/// the weight and saying to call [`Nf4Weight::to_device`].
 ///
 /// ```
 /// use std::sync::Arc;

@@ -32,8 +32,8 @@ pub(crate) fn decode_rows_t(
         let end = (r0 + rows) * in_f;
         let fits = out.len() >= in_f * rows && packed.len() * 2 >= end && absmax.len() * bs >= end;
         if rows > 0
-            && in_f % 16 == 0
-            && bs % 16 == 0
+            && in_f.is_multiple_of(16)
+            && bs.is_multiple_of(16)
             && bs > 0
             && fits
             && std::arch::is_x86_feature_detected!("avx512f")

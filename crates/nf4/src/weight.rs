@@ -1,18 +1,27 @@
 //! [`Nf4Weight`]: a frozen 4-bit weight, i.e. bitsandbytes' `QuantState` together with its packed
 //! codes. Built by quantizing a tensor or from parts (checked), dequantized to f32/bf16/f16.
 //!
+//! A weight can also live on a CUDA device ([`Nf4Weight::to_device`], feature `cuda`): its codes
+//! and restored absmax as device tensors beside the host parts (see `device.rs`).
+//!
 //! Reference: bitsandbytes 0.50.2 `functional.py: QuantState, quantize_4bit, dequantize_4bit`.
-//! Deliberately not here: `quant_storage` reinterpretation (codes are always bytes), CUDA, and
-//! `Clone` (a weight can be large; copying one is never silent).
+//! Deliberately not here: `quant_storage` reinterpretation (codes are always bytes), the CUDA
+//! code (`device.rs`), and `Clone` (a weight can be large; copying one is never silent:
+//! [`Nf4Weight::to_device`] is the explicit copy).
 
 use std::borrow::Cow;
 
-use tensor::{bf16, f16, DType, Element, Tensor};
+use rayon::prelude::*;
+use tensor::{bf16, f16, DType, Device, Element, Tensor};
 
 use crate::codebook::{check_blocksize, QuantType, DEFAULT_BLOCKSIZE, NESTED_BLOCKSIZE};
+use crate::device::{self, Resident};
 use crate::double_quant::{double_quantize, mean_offset, restore_absmax, NestedAbsmax};
-use crate::quantize::{dequantize_4bit_into, quantize_4bit};
+use crate::quantize::{decode_chunk, dequantize_4bit_into, quantize_4bit};
 use crate::{Error, Result};
+
+/// Elements each rayon task decodes in [`Nf4Weight::dequantize_rows_on_device`] on the CPU.
+const ROWS_CHUNK: usize = 1 << 14;
 
 /// How to quantize: format, blocksize and whether to double-quantize the absmax.
 /// The default is QLoRA's: NF4, blocksize 64, double quantization on.
@@ -64,6 +73,21 @@ pub enum Absmax {
     Nested(NestedAbsmax),
 }
 
+impl Absmax {
+    /// An explicit copy (the vectors are as large as the weight's block count).
+    fn copy(&self) -> Absmax {
+        match self {
+            Absmax::Plain(a) => Absmax::Plain(a.clone()),
+            Absmax::Nested(n) => Absmax::Nested(NestedAbsmax {
+                codes: n.codes.clone(),
+                nested_absmax: n.nested_absmax.clone(),
+                offset: n.offset,
+                nested_blocksize: n.nested_blocksize,
+            }),
+        }
+    }
+}
+
 /// A 4-bit blockwise-quantized weight (NF4 or FP4), bit-compatible with bitsandbytes.
 #[derive(Debug)]
 pub struct Nf4Weight {
@@ -74,6 +98,8 @@ pub struct Nf4Weight {
     dtype: DType,
     packed: Vec<u8>,
     absmax: Absmax,
+    /// The codes and restored absmax on a CUDA device; `None` for a host-only weight.
+    resident: Option<Resident>,
 }
 
 impl Nf4Weight {
@@ -137,6 +163,7 @@ impl Nf4Weight {
             dtype: T::DTYPE,
             packed,
             absmax,
+            resident: None,
         })
     }
 
@@ -203,7 +230,7 @@ impl Nf4Weight {
                 }
             }
         }
-        Ok(Nf4Weight { name: name.to_string(), quant_type, blocksize, shape, dtype, packed, absmax })
+        Ok(Nf4Weight { name: name.to_string(), quant_type, blocksize, shape, dtype, packed, absmax, resident: None })
     }
 
     /// The tensor name used in errors.
@@ -297,6 +324,95 @@ impl Nf4Weight {
             }
         };
         Ok(t)
+    }
+
+    // ---- devices ------------------------------------------------------------------------------
+
+    /// Where the NF4 linear runs with this weight: `Device::Cpu` for a host weight, the CUDA
+    /// device its codes were moved to by [`Nf4Weight::to_device`].
+    pub fn device(&self) -> Device {
+        self.resident.as_ref().map_or(Device::Cpu, |r| r.device)
+    }
+
+    /// The device copies `(codes, absmax)` of a weight on a CUDA device: `U8 (ceil(n/2),)` packed
+    /// codes and the `F32 (ceil(n/blocksize),)` absmax with double quantization undone. `None`
+    /// for a host weight.
+    pub fn device_tensors(&self) -> Option<(&Tensor, &Tensor)> {
+        self.resident.as_ref().map(|r| (&r.codes, &r.absmax))
+    }
+
+    /// A copy of this weight for `device`. On a CUDA device (feature `cuda`) the packed codes and
+    /// the f32 absmax, restored once on the CPU (bit for bit what dequantization uses), are
+    /// uploaded as tensors; an NF4 linear whose input is on that device then runs there. The
+    /// host parts are copied too and kept: export, merge, serialization, [`Nf4Weight::dequantize`]
+    /// and the CPU linear read them (4.13 bits per weight of host memory at blocksize 64; the
+    /// device holds 4.5). `Device::Cpu` gives a host-only copy; a weight already on `device`
+    /// shares its device buffers.
+    ///
+    /// Errors: FP4 on CUDA (the kernels implement NF4 only), the crate built without feature
+    /// `cuda`, or no CUDA driver or device (`tensor::Error::Device`, naming the weight).
+    pub fn to_device(&self, device: Device) -> Result<Nf4Weight> {
+        let resident = match (device, &self.resident) {
+            (Device::Cpu, _) => None,
+            (_, Some(r)) if r.device == device => Some(r.share()),
+            _ => Some(device::upload(self, device)?),
+        };
+        Ok(Nf4Weight {
+            name: self.name.clone(),
+            quant_type: self.quant_type,
+            blocksize: self.blocksize,
+            shape: self.shape.clone(),
+            dtype: self.dtype,
+            packed: self.packed.clone(),
+            absmax: self.absmax.copy(),
+            resident,
+        })
+    }
+
+    /// Dequantize to a tensor of `dtype` (f32, bf16 or f16) and the original shape on
+    /// [`Nf4Weight::device`]: by the CUDA kernel for a device weight (the same bits as
+    /// [`Nf4Weight::dequantize_to`], which always returns a host tensor), on the CPU otherwise.
+    pub fn dequantize_on_device(&self, dtype: DType) -> Result<Tensor> {
+        match self.device() {
+            Device::Cpu => self.dequantize_to(dtype),
+            Device::Cuda(_) => device::dequantize_device(self, dtype),
+        }
+    }
+
+    /// Rows `r0..r0 + rows` of a 2-D weight `(out, in)` dequantized to `dtype` (f32, bf16 or
+    /// f16) as a `(rows, in)` tensor on [`Nf4Weight::device`], for callers that go slab by slab.
+    pub fn dequantize_rows_on_device(&self, r0: usize, rows: usize, dtype: DType) -> Result<Tensor> {
+        let (out_f, in_f) = crate::linear::weight_dims(self)?;
+        if r0.checked_add(rows).is_none_or(|end| end > out_f) {
+            return Err(Error::arg(&self.name, format!("rows {r0}..{r0}+{rows} outside the weight's {out_f} rows")));
+        }
+        if let Device::Cuda(_) = self.device() {
+            return device::dequantize_rows_device(self, r0, rows, dtype);
+        }
+        let absmax = self.restored_absmax()?;
+        let (start, n) = (r0 * in_f, rows * in_f);
+        let t = match dtype {
+            DType::F32 => Tensor::from_vec(self.decode_range::<f32>(&absmax, start, n), [rows, in_f])?,
+            DType::BF16 => Tensor::from_vec(self.decode_range::<bf16>(&absmax, start, n), [rows, in_f])?,
+            DType::F16 => Tensor::from_vec(self.decode_range::<f16>(&absmax, start, n), [rows, in_f])?,
+            other => {
+                return Err(Error::arg(
+                    &self.name,
+                    format!("cannot dequantize to {} (expected f32, bf16 or f16)", other.as_str()),
+                ))
+            }
+        };
+        Ok(t)
+    }
+
+    /// Flat elements `start..start + n` (in bounds) decoded on the CPU in parallel.
+    fn decode_range<O: Element + Send>(&self, absmax: &[f32], start: usize, n: usize) -> Vec<O> {
+        let code = self.quant_type.traits().dequant_code();
+        let mut v = vec![O::from_f32(0.0); n];
+        v.par_chunks_mut(ROWS_CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| decode_chunk(&self.packed, absmax, self.blocksize, &code, start + i * ROWS_CHUNK, c));
+        v
     }
 
     /// Actual storage of this weight in bits per parameter: codes, scales, nested scales and

@@ -68,6 +68,7 @@ fn bf16_dtype_name_and_offset_repr() {
 }
 
 #[test]
+#[allow(clippy::excessive_precision)] // the digits Python's repr prints
 fn python_float_repr() {
     for (v, want) in [
         (0.8999999761581421f32 as f64, "0.8999999761581421"),
