@@ -3,8 +3,10 @@
 //! Reference: bitsandbytes 0.50 (`AdamW32bit`, `PagedAdamW32bit`, `AdamW8bit`, `PagedAdamW8bit`),
 //! formulas in shared/reference/README.md §3.8; torch's `clip_grad_norm_`. All trainable
 //! parameters, gradients and state live in flat buffers (STYLE.md: llm.c's
-//! `malloc_and_point_parameters`), so one step is one pass. Deliberately not here: the learning
-//! rate schedule (the caller passes `lr` each step), gradient accumulation, and the CUDA kernels.
+//! `malloc_and_point_parameters`), so one step is one pass. The same optimizers over flat
+//! parameter *tensors* on any device, with the state on the GPU under feature `cuda`, are in
+//! [`device`] ([`TensorOptimizer`]). Deliberately not here: the learning rate schedule (the caller
+//! passes `lr` each step), gradient accumulation, and the CUDA kernels themselves (kernels/adamw.cu).
 //!
 //! | type | state | bytes/param |
 //! |---|---|---|
@@ -17,6 +19,7 @@
 
 mod adam8bit_simd;
 mod adamw;
+pub mod device;
 mod dynamic_map;
 mod engine;
 
@@ -25,9 +28,14 @@ mod tests_8bit;
 #[cfg(test)]
 mod tests_adamw;
 #[cfg(test)]
+mod tests_device;
+#[cfg(test)]
 mod tests_paged;
 
 pub use adamw::AdamW;
+pub use device::{clip_grad_norm_tensor, grad_norm_tensor, make_tensor_optimizer, Staged, TensorOptimizer};
+#[cfg(feature = "cuda")]
+pub use device::{CudaAdamW, CudaAdamW8bit};
 pub use dynamic_map::{dequantize_blockwise, quantize_blockwise, DynamicMap};
 pub use engine::{AdamW8bit, PagedAdamW, MIN_8BIT_SIZE, QUANT_BLOCK};
 
@@ -59,6 +67,9 @@ pub enum OptimError {
     Config(String),
     #[error(transparent)]
     Paged(#[from] paged_alloc::Error),
+    /// A tensor operand or a device operation of the tensor optimizers ([`device`]).
+    #[error(transparent)]
+    Tensor(#[from] tensor::Error),
 }
 
 pub type Result<T> = std::result::Result<T, OptimError>;
