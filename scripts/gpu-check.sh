@@ -4,11 +4,20 @@
 #   1b. the tensor ops on resident CUDA tensors (Storage::Cuda, device dispatch, cuBLAS matmul)
 #      against the same references, plus a model-like chain CPU vs CUDA
 #      (crates/tensor/tests/cuda_ops.rs),
+#   1c. NF4 weights resident on CUDA: dequantization bit for bit, the NF4 linear (fused bf16 kernel,
+#      dequantize + cuBLAS, slab by slab) forward and backward against the CPU
+#      (crates/nf4/tests/cuda_nf4.rs; seconds),
 #   2. the paged optimizer state in CUDA unified memory: bytes intact through page-ins and
 #      page-outs under a small budget, overlapped prefetch, the budget capped by free device memory
 #      (crates/paged-alloc/tests/cuda_managed.rs; seconds),
 #   3. the kernel benchmark table: time, GB/s and TFLOP/s against the measured device-to-device
-#      copy bandwidth and cuBLAS's bf16 GEMM rate (crates/tensor/src/cuda/bench.rs).
+#      copy bandwidth and cuBLAS's bf16 GEMM rate (crates/tensor/src/cuda/bench.rs),
+#   3b. the optimizers on CUDA tensors bit for bit against the host ones, checkpoints resumed
+#      across devices, gradient norm and clipping (crates/trainer/tests/cuda_optim.rs; seconds),
+#   4. the trainer on the GPU: the tiny reference model trained on CUDA against the CPU
+#      (crates/trainer/tests/cuda_train.rs), then QLoRA steps on a Llama-2-7B-shaped model (random
+#      weights, built layer by layer) with `trainer bench-step --device cuda`: tokens/s, MFU and
+#      peak device memory, in bf16 and f32 compute.
 # Budget: under 8 minutes on an H200 (the build is most of it where cargo runs there).
 #
 # Where the GPU machine has no Rust toolchain (this workplace's CUDA image has none), build the
@@ -24,6 +33,10 @@ BIN_DIR=".cache/gpu-check"
 BIN="$BIN_DIR/cuda_kernels"
 OPS_BIN="$BIN_DIR/cuda_ops"
 PAGED_BIN="$BIN_DIR/cuda_managed"
+NF4_BIN="$BIN_DIR/cuda_nf4"
+TRAIN_BIN="$BIN_DIR/cuda_train"
+OPTIM_BIN="$BIN_DIR/cuda_optim"
+TRAINER="$BIN_DIR/trainer"
 
 # build_test PACKAGE TEST: the release test binary of `cargo test -p PACKAGE --features cuda
 # --test TEST`, copied to $BIN_DIR/TEST.
@@ -46,7 +59,14 @@ for l in sys.stdin:
 build() {
   build_test tensor cuda_kernels
   build_test tensor cuda_ops
+  build_test nf4 cuda_nf4
   build_test paged-alloc cuda_managed
+  build_test trainer cuda_optim
+  build_test trainer cuda_train
+  echo "== build: cargo build --release -p trainer --features cuda"
+  cargo build --release -p trainer --features cuda
+  mkdir -p "$BIN_DIR"
+  cp "${CARGO_TARGET_DIR:-target}/release/trainer" "$TRAINER"
 }
 
 if [[ "${1:-}" == "--build" ]]; then
@@ -65,9 +85,13 @@ fi
 
 if command -v cargo >/dev/null 2>&1; then
   build
-elif [[ ! -x "$BIN" || ! -x "$OPS_BIN" || ! -x "$PAGED_BIN" ]]; then
-  echo "gpu-check: no cargo here and no prebuilt $BIN, $OPS_BIN and $PAGED_BIN: run 'scripts/gpu-check.sh --build' on a CPU machine and carry $BIN_DIR" >&2
-  exit 1
+else
+  for b in "$BIN" "$OPS_BIN" "$NF4_BIN" "$PAGED_BIN" "$OPTIM_BIN" "$TRAIN_BIN" "$TRAINER"; do
+    [[ -x "$b" ]] || {
+      echo "gpu-check: no cargo here and no prebuilt $b: run 'scripts/gpu-check.sh --build' on a CPU machine and carry $BIN_DIR" >&2
+      exit 1
+    }
+  done
 fi
 
 # run_gpu_tests TITLE WHAT BIN [ARGS..]: every test of BIN, ignored (GPU) ones included, one
@@ -90,6 +114,7 @@ run_gpu_tests() {
 
 run_gpu_tests "kernels vs CPU references" "kernel tests" "$BIN" --skip bench_kernels
 run_gpu_tests "ops on CUDA tensors vs CPU references" "op tests on CUDA" "$OPS_BIN"
+run_gpu_tests "NF4 weights on CUDA vs the CPU" "NF4 CUDA tests" "$NF4_BIN"
 run_gpu_tests "paged optimizer state in CUDA unified memory" "paged-alloc CUDA tests" "$PAGED_BIN"
 
 echo "== kernel benchmarks"
@@ -98,6 +123,38 @@ echo "== kernel benchmarks"
   exit 1
 }
 
-echo "== 7B QLoRA step"
-echo "TODO: NOT MEASURED YET: 7B QLoRA step time and peak memory (needs the trainer wired to CUDA)"
+run_gpu_tests "optimizers on CUDA tensors vs the host optimizers" "optimizer CUDA tests" "$OPTIM_BIN"
+run_gpu_tests "training on CUDA vs the CPU (tiny reference model)" "trainer CUDA tests" "$TRAIN_BIN"
+
+# step7b DTYPE [NF4_LINEAR]: QLoRA steps on the 7B shape (LoRA r 16 on all projections, checkpointing,
+# AdamW on the device), its RESULT line kept for the table.
+STEPS=$(mktemp)
+step7b() {
+  local dtype=$1 nf4=${2:-fused} line
+  echo "== 7B QLoRA step ($dtype compute, NF4 linear: $nf4)"
+  set +e
+  line=$(QLORA_NF4_LINEAR=$nf4 "$TRAINER" bench-step --preset llama2-7b --device cuda --compute-dtype "$dtype" --seq-len 512 \
+    --batch-size "${BATCH:-4}" --steps 3 --warmup-steps 1 --lora-r 16 --gradient-checkpointing true \
+    --optimizer adamw --quiet | grep '^RESULT')
+  local status=$?
+  set -e
+  [[ $status == 0 && -n "$line" ]] || { echo "gpu-check: FAILED: 7B step in $dtype" >&2; exit 1; }
+  echo "$line"
+  echo "$dtype/$nf4 $line" >> "$STEPS"
+}
+step7b bf16 fused
+step7b bf16 cublas
+step7b f32
+
+echo "== training step (Llama-2-7B shape, seq 512 x batch ${BATCH:-4}, r 16, checkpointing)"
+printf '%-14s %12s %10s %8s %16s %16s\n' compute tokens/s s/step MFU "peak tensors" "peak pool"
+python3 - "$STEPS" <<'PY'
+import sys
+for l in open(sys.argv[1]):
+    dtype, rest = l.split(' ', 1)
+    kv = dict(x.split('=') for x in rest.split()[2:])
+    mfu = float(kv.get('mfu', 'nan')) * 100
+    print(f"{dtype:<14} {float(kv['tokens_per_s']):>12.1f} {float(kv['step_s']):>10.3f} {mfu:>7.1f}% "
+          f"{float(kv.get('device_peak_mib', 'nan'))/1024:>12.2f} GiB {float(kv.get('device_pool_peak_mib', 'nan'))/1024:>12.2f} GiB")
+PY
 echo "gpu-check: done in $(( $(date +%s) - T0 )) s"

@@ -15,7 +15,7 @@ use crate::{Error, LlamaConfig, Result, WeightSource};
 use autograd::{ops as aops, Tape, Var};
 use nf4::{Nf4Weight, QuantConfig};
 use std::sync::Arc;
-use tensor::{ops as tops, DType, Rng, Tensor};
+use tensor::{ops as tops, DType, Device, Rng, Tensor};
 
 /// A frozen projection weight `(out, in)`.
 pub enum Linear {
@@ -33,6 +33,17 @@ impl Linear {
             }
             Linear::Dense(w) => x.matmul(&Var::constant(w.t()?))?,
             Linear::Quant(w) => nf4::linear::nf4_linear(x, w)?,
+        })
+    }
+    /// The same weight on `device`: a dense weight copied, an NF4 weight with its codes and
+    /// restored absmax uploaded (the host copy it keeps serves merging and export).
+    pub fn to_device(&self, device: Device) -> Result<Linear> {
+        Ok(match self {
+            Linear::Dense(w) => Linear::Dense(w.to_device(device)?),
+            Linear::Quant(w) if w.device() == device => Linear::Quant(w.clone()),
+            Linear::Quant(w) => Linear::Quant(Arc::new(
+                w.to_device(device).map_err(|e| Error::Model(format!("{}: to {device:?}: {e}", w.name())))?,
+            )),
         })
     }
     /// The weight as a dense f32 tensor (for merging and export).
@@ -65,6 +76,21 @@ pub struct Layer {
     pub proj: [Linear; 7],
 }
 
+impl Layer {
+    /// The layer's weights on `device`.
+    pub fn to_device(&self, device: Device) -> Result<Layer> {
+        let mut proj = Vec::with_capacity(7);
+        for p in &self.proj {
+            proj.push(p.to_device(device)?);
+        }
+        Ok(Layer {
+            input_norm: self.input_norm.to_device(device)?,
+            post_norm: self.post_norm.to_device(device)?,
+            proj: proj.try_into().map_err(|_| Error::Model("seven projections".into()))?,
+        })
+    }
+}
+
 /// The trainable adapters of one forward pass: A and B vars per slot, with scale and dropout.
 pub struct LoraVars {
     /// `vars[i] = (A, B)` for `params.slots[i]`.
@@ -93,6 +119,74 @@ impl LoraVars {
             dropout: params.config.dropout,
             dropout_seed,
         })
+    }
+    /// Leaves on `tape` that are views of `flat`, the adapters' flat parameter buffer `(n,)` f32
+    /// laid out like `params.data` (on any device; nothing is copied). `params` gives the layout
+    /// and config; its `data` is not read.
+    pub fn leaves_of(tape: &Tape, params: &LoraParams, flat: &Tensor, dropout_seed: u64) -> Result<Self> {
+        Self::views_of(params, flat, dropout_seed, params.config.dropout, |t| tape.leaf(t))
+    }
+    /// Constants (no gradient, no dropout) that are views of `flat` (see
+    /// [`leaves_of`](Self::leaves_of)), for evaluation and generation on `flat`'s device.
+    pub fn constants_of(params: &LoraParams, flat: &Tensor) -> Result<Self> {
+        Self::views_of(params, flat, 0, 0.0, Var::constant)
+    }
+    fn views_of(
+        params: &LoraParams,
+        flat: &Tensor,
+        dropout_seed: u64,
+        dropout: f32,
+        mut make: impl FnMut(Tensor) -> Var,
+    ) -> Result<Self> {
+        if flat.dims() != [params.len()] || flat.dtype() != DType::F32 {
+            return Err(Error::Model(format!(
+                "flat LoRA parameters: got {:?} {:?}, expected [{}] F32",
+                flat.dims(),
+                flat.dtype(),
+                params.len()
+            )));
+        }
+        let r = params.config.r;
+        let view = |range: &std::ops::Range<usize>, shape: [usize; 2]| -> Result<Tensor> {
+            Ok(flat.narrow(0, range.start, range.len())?.reshape(shape)?)
+        };
+        let mut vars = Vec::with_capacity(params.slots.len());
+        for s in &params.slots {
+            let (a, b) = (view(&s.a, [r, s.in_features])?, view(&s.b, [s.out_features, r])?);
+            vars.push((make(a), make(b)));
+        }
+        Ok(LoraVars { vars, slots: params.slots.clone(), scale: params.config.scale(), dropout, dropout_seed })
+    }
+    /// Every slot's A and B gradient as one flat `(n,)` f32 tensor laid out like the params, on
+    /// the device of the gradients (`device` when no adapter got one); zeros where an adapter got
+    /// no gradient. The slots must tile `0..n` in order, as [`LoraParams::zeros`] lays them out.
+    pub fn flat_grads(&self, grads: &autograd::Grads, n: usize, device: Device) -> Result<Tensor> {
+        let mut pieces = Vec::with_capacity(2 * self.slots.len());
+        let mut off = 0;
+        for ((a, b), s) in self.vars.iter().zip(&self.slots) {
+            for (v, range) in [(a, &s.a), (b, &s.b)] {
+                if range.start != off {
+                    return Err(Error::Model(format!(
+                        "LoRA slot of layer {} at {}..{} does not follow the previous one (ends at {off})",
+                        s.layer, range.start, range.end
+                    )));
+                }
+                off = range.end;
+                pieces.push(match grads.get(v) {
+                    Some(g) if g.dtype() == DType::F32 => g.flatten_all()?,
+                    Some(g) => g.to_dtype(DType::F32)?.flatten_all()?,
+                    None => Tensor::zeros([range.len()], DType::F32).to_device(device)?,
+                });
+            }
+        }
+        if off != n {
+            return Err(Error::Model(format!("LoRA slots cover {off} parameters, expected {n}")));
+        }
+        if pieces.is_empty() {
+            return Ok(Tensor::zeros([0], DType::F32).to_device(device)?);
+        }
+        let refs: Vec<&Tensor> = pieces.iter().collect();
+        Ok(Tensor::cat(&refs, 0)?)
     }
     /// Constants (no gradient) holding the adapters, for inference.
     pub fn constants(params: &LoraParams) -> Result<Self> {
@@ -186,6 +280,18 @@ impl Model {
         quant: Option<&QuantConfig>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
+        Self::load_on(src, quant, Device::Cpu, progress)
+    }
+
+    /// [`load_with_progress`](Self::load_with_progress) onto `device`: each layer is read,
+    /// quantized and moved to the device before the next is read, so the host holds one layer's
+    /// float weights at a time.
+    pub fn load_on(
+        src: &WeightSource,
+        quant: Option<&QuantConfig>,
+        device: Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let cfg = src.config().clone();
         let expect = |name: &str, t: &Tensor, shape: &[usize]| -> Result<()> {
             if t.dims() != shape {
@@ -235,7 +341,7 @@ impl Model {
                 proj.push(lin);
             }
             let proj: [Linear; 7] = proj.try_into().map_err(|_| Error::Model("seven projections".into()))?;
-            layers.push(Arc::new(Layer { input_norm, post_norm, proj }));
+            layers.push(Arc::new(Layer { input_norm, post_norm, proj }.to_device(device)?));
             progress(l + 1, cfg.num_hidden_layers);
         }
         let norm = src.tensor_f32("model.norm.weight")?;
@@ -249,7 +355,41 @@ impl Model {
         } else {
             return Err(Error::tensor(src.path(), "lm_head.weight", "missing and tie_word_embeddings is false"));
         };
-        Ok(Model { config: cfg, embed, layers, norm, lm_head, compute_dtype: DType::F32 })
+        let lm_head = lm_head.map(|h| h.to_device(device)).transpose()?;
+        Ok(Model {
+            config: cfg,
+            embed: embed.to_device(device)?,
+            layers,
+            norm: norm.to_device(device)?,
+            lm_head,
+            compute_dtype: DType::F32,
+        })
+    }
+
+    /// The device holding the weights (and where every activation is computed).
+    pub fn device(&self) -> Device {
+        self.embed.device()
+    }
+
+    /// The model on `device`, layer by layer (each host layer is released once moved, unless
+    /// shared elsewhere).
+    pub fn to_device(self, device: Device) -> Result<Model> {
+        if device == self.device() {
+            return Ok(self);
+        }
+        let Model { config, embed, layers, norm, lm_head, compute_dtype } = self;
+        let mut moved = Vec::with_capacity(layers.len());
+        for l in layers {
+            moved.push(Arc::new(l.to_device(device)?));
+        }
+        Ok(Model {
+            config,
+            embed: embed.to_device(device)?,
+            layers: moved,
+            norm: norm.to_device(device)?,
+            lm_head: lm_head.map(|h| h.to_device(device)).transpose()?,
+            compute_dtype,
+        })
     }
 
     /// Bytes held by the frozen weights (quantized where quantized).
@@ -299,14 +439,20 @@ impl Model {
             d: cfg.head_dim,
             eps: cfg.rms_norm_eps as f32,
         };
-        let ids_t = Tensor::from_vec(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [ids.len()])?;
+        let device = self.device();
+        let ids_t =
+            Tensor::from_vec(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [ids.len()])?.to_device(device)?;
         let mut x = Var::constant(tops::index::embedding(&self.embed, &ids_t)?.to_dtype(self.compute_dtype)?); // (N, C)
         let (cos, sin) = tops::rope::tables(cfg.head_dim, cfg.rope_theta, pos0, t)?;
+        let (cos, sin) = (cos.to_device(device)?, sin.to_device(device)?);
         if let Some(c) = cache.as_deref_mut() {
             c.kv.resize_with(self.layers.len(), || None);
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            let adapters = lora.map(|lv| lv.layer(l)).unwrap_or_default();
+            let adapters = match lora {
+                Some(lv) => on_device(lv.layer(l), device)?,
+                None => Default::default(),
+            };
             let (scale, p, seed) = lora.map_or((0.0, 0.0, 0), |lv| {
                 (lv.scale, lv.dropout, lv.dropout_seed ^ (l as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             });
@@ -371,9 +517,33 @@ impl Model {
             return Err(Error::Model(format!("{} labels for {} token ids", labels.len(), ids.len())));
         }
         let logits = self.forward(ids, batch, lora, None, checkpointing)?;
-        let targets = Tensor::from_vec(shift_labels(labels, batch), [labels.len()])?;
+        let targets = Tensor::from_vec(shift_labels(labels, batch), [labels.len()])?.to_device(self.device())?;
         Ok(aops::cross_entropy(&logits, &targets, crate::IGNORE_INDEX, normaliser)?)
     }
+}
+
+/// Adapters on the model's `device`: constants on another device are copied there (inference with
+/// host adapters); a trainable leaf elsewhere is an error, since its gradient would be lost.
+fn on_device(ad: [Option<(Var, Var)>; 7], device: Device) -> Result<[Option<(Var, Var)>; 7]> {
+    let mv = |v: Var| -> Result<Var> {
+        let d = v.value().device();
+        if d == device {
+            Ok(v)
+        } else if v.requires_grad() {
+            Err(Error::Model(format!(
+                "a trainable LoRA adapter is on {d:?} but the model is on {device:?}: build the leaves on the model's device (LoraVars::leaves_of)"
+            )))
+        } else {
+            Ok(Var::constant(v.value().to_device(device)?))
+        }
+    };
+    let mut out: [Option<(Var, Var)>; 7] = Default::default();
+    for (o, a) in out.iter_mut().zip(ad) {
+        if let Some((a, b)) = a {
+            *o = Some((mv(a)?, mv(b)?));
+        }
+    }
+    Ok(out)
 }
 
 /// Targets for next-token prediction: position t of each row predicts label t+1; the last
@@ -409,7 +579,8 @@ fn proj(layer: &Layer, i: usize, x: &Var, ad: &Option<(Var, Var)>, lc: LayerLora
         let keep = 1.0 - lc.dropout;
         let mask: Vec<f32> =
             (0..x.value().elem_count()).map(|_| if rng.uniform() < keep { 1.0 / keep } else { 0.0 }).collect();
-        x.mul(&Var::constant(Tensor::from_vec(mask, x.dims().to_vec())?.to_dtype(x.dtype())?))?
+        let mask = Tensor::from_vec(mask, x.dims().to_vec())?.to_device(x.value().device())?;
+        x.mul(&Var::constant(mask.to_dtype(x.dtype())?))?
     } else {
         x.clone()
     };

@@ -13,7 +13,7 @@ use crate::{Error, LlamaConfig, Model, Result};
 use nf4::{Nf4Weight, QuantConfig};
 use rayon::prelude::*;
 use std::sync::Arc;
-use tensor::{DType, Rng, Tensor};
+use tensor::{DType, Device, Rng, Tensor};
 
 /// Standard deviation of every random weight.
 pub const INIT_STD: f32 = 0.02;
@@ -83,6 +83,19 @@ impl Model {
         seed: u64,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
+        Self::random_on(config, quant, seed, Device::Cpu, progress)
+    }
+
+    /// [`random_with_progress`](Self::random_with_progress) onto `device`, layer by layer (the
+    /// host holds one layer's float weights at a time). The same seed gives the same weights on
+    /// every device.
+    pub fn random_on(
+        config: &LlamaConfig,
+        quant: Option<&QuantConfig>,
+        seed: u64,
+        device: Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let cfg = config.clone();
         if cfg.hidden_size == 0
             || cfg.num_attention_heads == 0
@@ -123,11 +136,19 @@ impl Model {
                 });
             }
             let proj: [Linear; 7] = proj.try_into().map_err(|_| Error::Model("seven projections".into()))?;
-            layers.push(Arc::new(Layer { input_norm: ones(), post_norm: ones(), proj }));
+            layers.push(Arc::new(Layer { input_norm: ones(), post_norm: ones(), proj }.to_device(device)?));
             progress(l + 1, cfg.num_hidden_layers);
         }
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(normal(v, c, INIT_STD, seed, 2)?) };
-        Ok(Model { config: cfg, embed, layers, norm: ones(), lm_head, compute_dtype: DType::F32 })
+        let lm_head =
+            if cfg.tie_word_embeddings { None } else { Some(normal(v, c, INIT_STD, seed, 2)?.to_device(device)?) };
+        Ok(Model {
+            config: cfg,
+            embed: embed.to_device(device)?,
+            layers,
+            norm: ones().to_device(device)?,
+            lm_head,
+            compute_dtype: DType::F32,
+        })
     }
 }
 

@@ -6,13 +6,20 @@
 //! next-token loss, backward, clip to 0.3, optimizer step (lr 2e-4). Warm-up steps run first and
 //! are not timed. Prints the memory plan, one progress line per built layer, a human summary, and
 //! one machine-readable line on stdout:
-//! `RESULT ours tokens_per_s=.. step_s=.. peak_rss_mib=..`.
+//! `RESULT ours tokens_per_s=.. step_s=.. peak_rss_mib=..` (on a GPU, `--device cuda`, also
+//! `mfu=.. device_peak_mib=.. device_pool_peak_mib=..`).
+//!
+//! On a GPU the step is timed to the end of the device's queued work, and MFU counts 6·N FLOPs per
+//! token (N = the weights the step multiplies by: every projection and the head; the recompute of
+//! gradient checkpointing is not credited) against the device's dense bf16 tensor-core peak
+//! (`--peak-tflops`, or the datasheet figure for H100/H200/A100/L40S).
 //! Not here: data loading, schedules, evaluation, checkpoints.
 
 use crate::data::Batch;
 use crate::optim::AdamWConfig;
 use crate::report::{human_bytes, peak_rss_bytes};
-use crate::train::{accumulate_step, activation_bytes, make_optimizer};
+use crate::train::activation_bytes;
+use crate::trainable::Trainable;
 use clap::Args;
 use llama::{LlamaConfig, LoraConfig, LoraParams, Model};
 use std::time::Instant;
@@ -65,6 +72,15 @@ pub struct BenchStepArgs {
     /// Print where the timed steps spend their time, op by op (forward and backward wall time).
     #[arg(long, default_value_t = false)]
     pub profile: bool,
+    /// cpu, or cuda[:N] (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, or bf16 / f16 on CUDA: the dtype activations are stored in.
+    #[arg(long, default_value = "f32")]
+    pub compute_dtype: String,
+    /// The device's peak dense TFLOP/s for MFU (default: the datasheet's bf16 figure for known GPUs).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
 }
 
 /// What a bench run measured.
@@ -76,6 +92,39 @@ pub struct BenchResult {
     pub build_s: f64,
     pub peak_rss: Option<u64>,
     pub losses: Vec<f64>,
+    /// Model FLOPs utilisation (see the module docs), where the device's peak is known.
+    pub mfu: Option<f64>,
+    /// Peak device memory `(tensors, pool)` over the timed steps, on a GPU.
+    pub device_peak: Option<(u64, u64)>,
+}
+
+/// FLOPs per token the MFU counts: 6 per weight of every projection and of the head.
+pub fn flops_per_token(c: &LlamaConfig) -> f64 {
+    let (h, kv, f) = (c.hidden_size as f64, (c.num_key_value_heads * c.head_dim) as f64, c.intermediate_size as f64);
+    let per_layer = h * h * 2.0 + 2.0 * h * kv + 3.0 * h * f;
+    6.0 * (per_layer * c.num_hidden_layers as f64 + h * c.vocab_size as f64)
+}
+
+/// The dense bf16 tensor-core peak of a GPU by its name (datasheet figures, SXM parts), TFLOP/s.
+pub fn datasheet_bf16_tflops(name: &str) -> Option<f64> {
+    let n = name.to_ascii_uppercase();
+    [("H200", 989.4), ("H100", 989.4), ("GH200", 989.4), ("A100", 312.0), ("L40S", 362.1), ("A10G", 70.0)]
+        .iter()
+        .find(|(k, _)| n.contains(k))
+        .map(|&(_, v)| v)
+}
+
+#[cfg(feature = "cuda")]
+fn device_peak_tflops(device: tensor::Device) -> Option<f64> {
+    match device {
+        tensor::Device::Cuda(n) => datasheet_bf16_tflops(tensor::cuda::CudaDevice::get(n).ok()?.name()),
+        tensor::Device::Cpu => None,
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_peak_tflops(_: tensor::Device) -> Option<f64> {
+    None
 }
 
 impl BenchStepArgs {
@@ -128,14 +177,15 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
         return Err("--seq-len must be at least 2 (next-token loss)".into());
     }
     let mcfg = a.model_config()?;
+    let device = crate::cli::check_device_and_dtype(&a.device, &a.compute_dtype)?;
+    let compute_dtype: tensor::DType = a.compute_dtype.parse().map_err(|e| format!("--compute-dtype: {e}"))?;
     let all = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     let lora = LoraConfig::new(a.lora_r, a.lora_alpha, 0.0, &all).map_err(|e| format!("--lora-*: {e}"))?;
     let quant = nf4::QuantConfig::default();
     let mut rng = Rng::new(a.seed ^ 0x5EED);
-    let mut params = LoraParams::init(&mcfg, lora, &mut rng);
+    let params = LoraParams::init(&mcfg, lora, &mut rng);
     let n = params.len();
-    let segments: Vec<usize> = params.slots.iter().flat_map(|s| [s.a.len(), s.b.len()]).collect();
-    let mut opt = make_optimizer(&a.optimizer, &segments, AdamWConfig::default())?;
+    let mut state = Trainable::new(params, &a.optimizer, AdamWConfig::default(), device)?;
 
     // The memory plan, before the model exists (NF4 double quant: 4.127 bits per parameter).
     let linears = mcfg.num_parameters()
@@ -143,24 +193,24 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
         - mcfg.hidden_size * (2 * mcfg.num_hidden_layers + 1);
     let quant_bytes = (linears as f64 * quant.bits_per_param() / 8.0) as u64;
     let f32_bytes = 4 * (mcfg.num_parameters() - linears) as u64;
-    let act = activation_bytes(&mcfg, a.batch_size, a.seq_len, 4);
+    let act = activation_bytes(&mcfg, a.batch_size, a.seq_len, compute_dtype.size_in_bytes() as u64);
     if verbose {
         eprintln!(
-            "bench-step: hidden {} layers {} heads {}/{} intermediate {} vocab {}; seq {} batch {}; LoRA r {} alpha {} on all 7 projections; {}; checkpointing {}; {} threads",
+            "bench-step: hidden {} layers {} heads {}/{} intermediate {} vocab {}; seq {} batch {}; LoRA r {} alpha {} on all 7 projections; {}; checkpointing {}; {} threads; on {} computing in {:?}",
             mcfg.hidden_size, mcfg.num_hidden_layers, mcfg.num_attention_heads, mcfg.num_key_value_heads,
             mcfg.intermediate_size, mcfg.vocab_size, a.seq_len, a.batch_size, a.lora_r, a.lora_alpha,
-            a.optimizer, a.gradient_checkpointing, rayon::current_num_threads()
+            a.optimizer, a.gradient_checkpointing, rayon::current_num_threads(), crate::report::device_name(device), compute_dtype
         );
         eprintln!(
             "memory plan:\n  NF4 linears {} ({} params) + f32 embed/head/norms {}\n  LoRA parameters {} ({} params) + gradients {}\n  optimizer state ({}) {}\n  activations at seq {} x batch {}: {} without checkpointing, {} with{}",
             human_bytes(quant_bytes), linears, human_bytes(f32_bytes), human_bytes(4 * n as u64), n,
-            human_bytes(4 * n as u64), a.optimizer, human_bytes(opt.state_bytes() as u64), a.seq_len, a.batch_size,
+            human_bytes(4 * n as u64), a.optimizer, human_bytes(state.state_bytes() as u64), a.seq_len, a.batch_size,
             human_bytes(act.0), human_bytes(act.1), if a.gradient_checkpointing { " (on)" } else { " (off)" }
         );
     }
 
     let t_build = Instant::now();
-    let model = Model::random_with_progress(&mcfg, Some(&quant), a.seed, &mut |d, total| {
+    let mut model = Model::random_on(&mcfg, Some(&quant), a.seed, device, &mut |d, total| {
         if verbose && !a.quiet {
             eprintln!(
                 "  built layer {d}/{total} ({:.1}s, rss peak {})",
@@ -170,6 +220,7 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
         }
     })
     .map_err(|e| e.to_string())?;
+    model.compute_dtype = compute_dtype;
     let build_s = t_build.elapsed().as_secs_f64();
     if verbose {
         eprintln!(
@@ -180,23 +231,27 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
     }
 
     let tokens = a.seq_len * a.batch_size;
-    let mut grads = vec![0.0f32; n];
     let mut data_rng = Rng::new(a.seed.wrapping_add(1));
     let (mut timed, mut losses) = (0.0f64, Vec::new());
     let mut opt_s = 0.0f64;
     for step in 0..a.warmup_steps + a.steps {
-        if a.profile && step == a.warmup_steps {
-            autograd::profile::enable();
+        if step == a.warmup_steps {
+            if a.profile {
+                autograd::profile::enable();
+            }
+            crate::report::synchronize(device)?;
+            crate::report::reset_device_peak(device);
         }
         let ids: Vec<u32> = (0..tokens).map(|_| data_rng.below(mcfg.vocab_size) as u32).collect();
         let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
         let batch = Batch { input_ids: ids, labels, batch: a.batch_size, seq: a.seq_len };
         let t0 = Instant::now();
         autograd::profile::mark();
-        let (loss, _) = accumulate_step(&model, &params, &[batch], &mut grads, a.gradient_checkpointing, step as u64)?;
+        let (loss, _) = state.accumulate(&model, &[batch], a.gradient_checkpointing, step as u64)?;
         let t_opt = Instant::now();
-        let norm = crate::optim::clip_grad_norm(&mut grads, 0.3);
-        opt.step(&mut params.data, &grads, 2e-4).map_err(|e| e.to_string())?;
+        let norm = state.clip(0.3)?;
+        state.step(2e-4)?;
+        crate::report::synchronize(device)?;
         let dt = t0.elapsed().as_secs_f64();
         let warm = step < a.warmup_steps;
         if !warm {
@@ -217,7 +272,20 @@ pub fn run_bench(a: &BenchStepArgs, verbose: bool) -> Result<BenchResult, String
     if a.profile && verbose {
         print_profile(autograd::profile::take(), a.steps, step_s, opt_s / a.steps as f64);
     }
-    Ok(BenchResult { tokens_per_s: tokens as f64 / step_s, step_s, build_s, peak_rss: peak_rss_bytes(), losses })
+    let tokens_per_s = tokens as f64 / step_s;
+    let mfu = a
+        .peak_tflops
+        .or_else(|| device_peak_tflops(device))
+        .map(|p| tokens_per_s * flops_per_token(&mcfg) / (p * 1e12));
+    Ok(BenchResult {
+        tokens_per_s,
+        step_s,
+        build_s,
+        peak_rss: peak_rss_bytes(),
+        losses,
+        mfu,
+        device_peak: crate::report::device_peak_bytes(device),
+    })
 }
 
 /// The `--profile` table: per op, milliseconds per step in forward and backward and the share of
@@ -255,6 +323,23 @@ pub fn run(a: &BenchStepArgs) -> Result<(), String> {
         r.build_s,
         r.peak_rss.map_or("unknown".into(), human_bytes)
     );
-    println!("RESULT ours tokens_per_s={:.3} step_s={:.4} peak_rss_mib={:.1}", r.tokens_per_s, r.step_s, rss_mib);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut extra = String::new();
+    if let Some(m) = r.mfu {
+        eprintln!("MFU {:.1} % (6N FLOPs per token, N = projections + head)", 100.0 * m);
+        extra += &format!(" mfu={m:.4}");
+    }
+    if let Some((used, pool)) = r.device_peak {
+        eprintln!(
+            "peak device memory over the timed steps: {} in tensors, {} held by the pool",
+            human_bytes(used),
+            human_bytes(pool)
+        );
+        extra += &format!(" device_peak_mib={:.1} device_pool_peak_mib={:.1}", mib(used), mib(pool));
+    }
+    println!(
+        "RESULT ours tokens_per_s={:.3} step_s={:.4} peak_rss_mib={:.1}{extra}",
+        r.tokens_per_s, r.step_s, rss_mib
+    );
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::schedule::ScheduleKind;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-/// QLoRA fine-tuning of Llama-architecture models, on the CPU (CUDA with issue 7).
+/// QLoRA fine-tuning of Llama-architecture models, on the CPU or an NVIDIA GPU (`--device cuda`, a build with `--features cuda`).
 #[derive(Parser, Debug)]
 #[command(name = "trainer", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -149,29 +149,46 @@ pub struct TrainArgs {
     pub on_nan: String,
 }
 
-/// Refuse devices and dtypes this build cannot run, with the reason.
-pub fn check_device_and_dtype(device: &str, compute_dtype: &str) -> Result<(), String> {
-    match device.parse::<tensor::Device>().map_err(|e| format!("--device: {e}"))? {
-        tensor::Device::Cpu => {}
-        tensor::Device::Cuda(_) => {
-            return Err(
-                "--device cuda: this build has no CUDA backend yet (it arrives with issue 7); use --device cpu".into()
-            )
-        }
+/// Refuse devices and dtypes this build cannot run, with the reason; the device otherwise.
+pub fn check_device_and_dtype(device: &str, compute_dtype: &str) -> Result<tensor::Device, String> {
+    let dev = device.parse::<tensor::Device>().map_err(|e| format!("--device: {e}"))?;
+    if let tensor::Device::Cuda(n) = dev {
+        check_cuda(n)?;
     }
-    match compute_dtype {
-        "f32" => Ok(()),
-        "bf16" | "f16" => {
-            Err(format!("--compute-dtype {compute_dtype}: only f32 compute is supported on the CPU so far; use f32"))
-        }
-        other => Err(format!("--compute-dtype '{other}' is not one of f32, bf16, f16")),
+    match (compute_dtype, dev) {
+        ("f32", _) | ("bf16" | "f16", tensor::Device::Cuda(_)) => Ok(dev),
+        ("bf16" | "f16", tensor::Device::Cpu) => Err(format!(
+            "--compute-dtype {compute_dtype}: only f32 compute is supported on the CPU; use f32 (or --device cuda)"
+        )),
+        (other, _) => Err(format!("--compute-dtype '{other}' is not one of f32, bf16, f16")),
     }
+}
+
+/// `--device cuda:N` needs this build's CUDA backend, the driver, and device N.
+#[cfg(feature = "cuda")]
+fn check_cuda(n: usize) -> Result<(), String> {
+    let count = tensor::cuda::device_count().map_err(|e| format!("--device cuda:{n}: {e}"))?;
+    if n >= count {
+        return Err(format!(
+            "--device cuda:{n}: this machine has {count} CUDA device(s); use cuda:0..cuda:{}",
+            count.max(1) - 1
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn check_cuda(n: usize) -> Result<(), String> {
+    Err(format!(
+        "--device cuda:{n}: this binary was built without the CUDA backend; build it with `--features cuda` \
+         (cargo run --release -p trainer --features cuda -- --device cuda ...), or use --device cpu"
+    ))
 }
 
 impl TrainArgs {
     /// Validate every flag and resolve defaults (fetching the default assets if needed).
     pub fn to_config(&self) -> Result<crate::train::TrainConfig, String> {
-        check_device_and_dtype(&self.device, &self.compute_dtype)?;
+        let device = check_device_and_dtype(&self.device, &self.compute_dtype)?;
         let schedule: ScheduleKind = self.schedule.parse().map_err(|e| format!("--schedule: {e}"))?;
         let targets: Vec<&str> = self.target_modules.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         let lora = llama::LoraConfig::new(self.lora_r, self.lora_alpha, self.lora_dropout, &targets)
@@ -238,6 +255,7 @@ impl TrainArgs {
             optimizer: self.optimizer.clone(),
             gradient_checkpointing: self.gradient_checkpointing,
             compute_dtype: self.compute_dtype.parse().map_err(|e| format!("--compute-dtype: {e}"))?,
+            device,
             seed: self.seed,
             shuffle: self.shuffle,
             train_on_source: self.train_on_source,

@@ -12,3 +12,4 @@ pub mod quantize;
 pub mod report;
 pub mod schedule;
 pub mod train;
+pub mod trainable;

@@ -13,6 +13,63 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// A device as the logs name it: `cpu`, or `cuda:0 (NVIDIA H200, sm_90)` when the driver answers.
+pub fn device_name(device: tensor::Device) -> String {
+    match device {
+        tensor::Device::Cpu => "cpu".into(),
+        #[cfg(feature = "cuda")]
+        tensor::Device::Cuda(n) => match tensor::cuda::CudaDevice::get(n) {
+            Ok(d) => {
+                let (major, minor) = d.compute_capability();
+                format!("cuda:{n} ({}, sm_{major}{minor})", d.name())
+            }
+            Err(_) => format!("cuda:{n}"),
+        },
+        #[cfg(not(feature = "cuda"))]
+        tensor::Device::Cuda(n) => format!("cuda:{n}"),
+    }
+}
+
+/// Device memory at its peak since the last [`reset_device_peak`], as the allocator's pool saw
+/// it: `(tensors, pool)` bytes; `None` on the CPU, without the driver, or without a pool.
+pub fn device_peak_bytes(device: tensor::Device) -> Option<(u64, u64)> {
+    match device {
+        tensor::Device::Cpu => None,
+        #[cfg(feature = "cuda")]
+        tensor::Device::Cuda(n) => {
+            let m = tensor::cuda::CudaDevice::get(n).ok()?.memory().ok()?;
+            (m.reserved_peak > 0).then_some((m.used_peak, m.reserved_peak))
+        }
+        #[cfg(not(feature = "cuda"))]
+        tensor::Device::Cuda(_) => None,
+    }
+}
+
+/// Restart the device's peak memory figures (best effort; nothing on the CPU).
+pub fn reset_device_peak(device: tensor::Device) {
+    #[cfg(feature = "cuda")]
+    if let tensor::Device::Cuda(n) = device {
+        if let Ok(d) = tensor::cuda::CudaDevice::get(n) {
+            let _ = d.reset_peak_memory();
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = device;
+}
+
+/// Waits for the device's queued work (timing a step on a GPU needs it); nothing on the CPU.
+pub fn synchronize(device: tensor::Device) -> Result<(), String> {
+    match device {
+        tensor::Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        tensor::Device::Cuda(n) => {
+            tensor::cuda::CudaDevice::get(n).and_then(|d| d.synchronize()).map_err(|e| e.to_string())
+        }
+        #[cfg(not(feature = "cuda"))]
+        tensor::Device::Cuda(_) => Err("this build has no CUDA backend".into()),
+    }
+}
+
 /// Bytes as a short human string (`1.23 GiB`).
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

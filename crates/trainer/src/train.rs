@@ -12,6 +12,7 @@ use crate::data::{self, Batch, DataOptions, Encoder, Example, Loader};
 use crate::optim::{AdamW, AdamW8bit, AdamWConfig, Optimizer, PagedAdamW};
 use crate::report::{self, human_bytes, MetricsLog, StepMetrics};
 use crate::schedule::{Schedule, ScheduleKind};
+use crate::trainable::Trainable;
 use autograd::Tape;
 use llama::{LoraConfig, LoraParams, LoraVars, Model};
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub struct TrainConfig {
     pub gradient_checkpointing: bool,
     /// Activation dtype between ops (f32, bf16, f16).
     pub compute_dtype: tensor::DType,
+    /// Where the model, the adapters and the optimizer live (`--device`).
+    pub device: tensor::Device,
     pub seed: u64,
     pub shuffle: bool,
     pub train_on_source: bool,
@@ -144,6 +147,16 @@ pub fn evaluate(
     batch_size: usize,
 ) -> Result<f64, String> {
     let vars = lora.map(LoraVars::constants).transpose().map_err(|e| e.to_string())?;
+    evaluate_with(model, vars.as_ref(), examples, batch_size)
+}
+
+/// [`evaluate`] with the adapters already as constants (on the model's device).
+pub fn evaluate_with(
+    model: &Model,
+    vars: Option<&LoraVars>,
+    examples: &[Example],
+    batch_size: usize,
+) -> Result<f64, String> {
     let (mut sum, mut count) = (0.0f64, 0usize);
     autograd::no_grad(|| -> Result<(), String> {
         for chunk in examples.chunks(batch_size.max(1)) {
@@ -154,7 +167,7 @@ pub fn evaluate(
                 continue;
             }
             let loss = model
-                .loss(&b.input_ids, &b.labels, b.batch, vars.as_ref(), false, Some(1.0))
+                .loss(&b.input_ids, &b.labels, b.batch, vars, false, Some(1.0))
                 .and_then(|l| Ok(l.value().to_scalar()?))
                 .map_err(|e| e.to_string())?;
             sum += loss as f64;
@@ -242,24 +255,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
 
     say!(
         cfg,
-        "model: {} ({} layers, hidden {}), quantizing linears to {}",
+        "model: {} ({} layers, hidden {}) on {}, quantizing linears to {}",
         cfg.model.display(),
         mcfg.num_hidden_layers,
         mcfg.hidden_size,
+        crate::report::device_name(cfg.device),
         cfg.quant.as_ref().map_or("dense f32".to_string(), |q| format!(
             "{:?} blocksize {} double-quant {}",
             q.quant_type, q.blocksize, q.double_quant
         ))
     );
     let bar = progress_bar(cfg.verbose, mcfg.num_hidden_layers as u64, "loading");
-    let mut model = Model::load_with_progress(&src, cfg.quant.as_ref(), &mut |d, _| bar.set_position(d as u64))
+    let mut model = Model::load_on(&src, cfg.quant.as_ref(), cfg.device, &mut |d, _| bar.set_position(d as u64))
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     model.compute_dtype = cfg.compute_dtype;
     drop(src);
 
     let mut rng = Rng::new(cfg.seed);
-    let (mut params, resumed) = match (&cfg.resume, &cfg.init_adapter) {
+    let (params, resumed) = match (&cfg.resume, &cfg.init_adapter) {
         (Some(dir), _) => {
             let (p, o, s) = checkpoint::load(dir, &mcfg)?;
             if p.config != cfg.lora {
@@ -276,13 +290,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         cfg.steps.unwrap_or_else(|| ((cfg.epochs * train_ex.len() as f64) / per_step as f64).ceil().max(1.0) as usize);
     let schedule = Schedule::new(cfg.schedule, cfg.lr, cfg.warmup_ratio, total_steps);
     let adam = AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() };
-    let segments: Vec<usize> = params.slots.iter().flat_map(|s| [s.a.len(), s.b.len()]).collect();
-    let mut opt = make_optimizer(&cfg.optimizer, &segments, adam)?;
+    let mut state = Trainable::new(params, &cfg.optimizer, adam, cfg.device)?;
     let mut loader = Loader::new(train_ex, cfg.shuffle, cfg.seed);
     let mut start = 0;
     let mut skipped = 0;
     if let Some((o, s)) = &resumed {
-        opt.load_state(o).map_err(|e| format!("resume: {e}"))?;
+        state.load_state(o).map_err(|e| format!("resume: {e}"))?;
         loader.seek(s.data_position);
         start = s.step;
         skipped = s.skipped;
@@ -293,12 +306,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     let act = activation_bytes(&mcfg, cfg.batch_size, cfg.seq_len, cfg.compute_dtype.size_in_bytes() as u64);
     say!(cfg, "memory plan:\n  quantized base weights {}\n  LoRA parameters {} ({} params) + gradients {}\n  optimizer state ({}) {}\n  activations at seq {} x batch {}: {} without checkpointing, {} with{}",
         human_bytes(model.weight_bytes() as u64), human_bytes(4 * n as u64), n, human_bytes(4 * n as u64), cfg.optimizer,
-        human_bytes(opt.state_bytes() as u64), cfg.seq_len, cfg.batch_size, human_bytes(act.0), human_bytes(act.1),
+        human_bytes(state.state_bytes() as u64), cfg.seq_len, cfg.batch_size, human_bytes(act.0), human_bytes(act.1),
         if cfg.gradient_checkpointing { " (on)" } else { " (off)" });
     // Refuse now, not after hours of training, when the adapter and a checkpoint cannot fit.
     let plan = crate::disk::WritePlan {
         adapter: 4 * n as u64,
-        optimizer: opt.state_bytes() as u64,
+        optimizer: state.state_bytes() as u64,
         checkpoints: match cfg.save_every {
             0 => 1,
             k => (total_steps / k - start.min(total_steps) / k + 1) as u64,
@@ -324,26 +337,24 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     let metrics_path = cfg.out.join("metrics.jsonl");
     let write_err = |path: &std::path::Path, e: std::io::Error| crate::disk::write_error(path, &e, &cfg.out);
     let mut log = MetricsLog::open(&metrics_path, start).map_err(|e| write_err(&metrics_path, e))?;
-    let mut grads = vec![0.0f32; n];
     let mut losses = Vec::new();
     let mut last_loss = resumed.as_ref().map_or(f64::NAN, |(_, s)| s.last_loss);
     let mut last_eval = None;
     if cfg.verbose && start == 0 && !eval_ex.is_empty() && total_steps > 0 {
         // The baseline the run's eval losses are compared against.
-        let ev = evaluate(&model, Some(&params), &eval_ex, cfg.batch_size)?;
+        let ev = evaluate_with(&model, Some(&state.eval_vars()?), &eval_ex, cfg.batch_size)?;
         say!(cfg, "before training: eval loss {ev:.4}, perplexity {:.2}", ev.exp());
     }
     let bar = progress_bar(cfg.verbose, total_steps as u64, "training");
     bar.set_position(start as u64);
     let base_name = cfg.model.to_string_lossy().to_string();
-    let save = |params: &LoraParams,
-                opt: &dyn Optimizer,
+    let save = |state: &mut Trainable,
                 step: usize,
                 loader: &Loader,
                 last_loss: f64,
                 skipped: usize|
      -> Result<PathBuf, String> {
-        let state = TrainerState {
+        let ts = TrainerState {
             step,
             total_steps,
             data_position: loader.position(),
@@ -352,7 +363,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             last_loss,
             skipped,
         };
-        checkpoint::save(&cfg.out, params, &opt.save_state().map_err(|e| e.to_string())?, &state, Some(&base_name))
+        let opt = state.save_state()?;
+        checkpoint::save(&cfg.out, state.host_params()?, &opt, &ts, Some(&base_name))
     };
     // A checkpoint is due after loop step `s` (skipped steps included) at multiples of --save-every.
     let due = |s: usize| cfg.save_every > 0 && s % cfg.save_every == 0;
@@ -362,7 +374,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
     for step in start..total_steps {
         if STOP.load(Ordering::SeqCst) {
             interrupted = true;
-            let dir = save(&params, opt.as_ref(), step, &loader, last_loss, skipped)?;
+            let dir = save(&mut state, step, &loader, last_loss, skipped)?;
             bar.finish_and_clear();
             eprintln!("interrupted: saved {} (resume with --resume {})", dir.display(), dir.display());
             break;
@@ -373,16 +385,17 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         let batches: Vec<Batch> =
             (0..cfg.grad_accum).map(|_| Batch::pad(&loader.next_examples(cfg.batch_size), 0)).collect();
         let dropout_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (step as u64);
-        let (loss, tokens) =
-            accumulate_step(&model, &params, &batches, &mut grads, cfg.gradient_checkpointing, dropout_seed)?;
+        let (loss, tokens) = state.accumulate(&model, &batches, cfg.gradient_checkpointing, dropout_seed)?;
         if tokens == 0 {
             say!(cfg, "step {}: no target tokens in this batch (all labels masked); skipped", step + 1);
             if due(step + 1) {
-                save(&params, opt.as_ref(), step + 1, &loader, last_loss, skipped)?;
+                save(&mut state, step + 1, &loader, last_loss, skipped)?;
             }
             continue;
         }
-        let finite = loss.is_finite() && grads.iter().all(|g| g.is_finite());
+        // The norm before clipping; a NaN/Inf gradient makes it non-finite and leaves them as they are.
+        let grad_norm = state.clip(cfg.max_grad_norm)?;
+        let finite = loss.is_finite() && grad_norm.is_finite();
         if !finite {
             let what = format!(
                 "step {}: non-finite loss or gradient (loss {loss}) from the batch at data position epoch {}, \
@@ -417,14 +430,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             }
             bar.inc(1);
             if due(step + 1) {
-                save(&params, opt.as_ref(), step + 1, &loader, last_loss, skipped)?;
+                save(&mut state, step + 1, &loader, last_loss, skipped)?;
             }
             continue;
         }
         nan_run = 0;
-        let grad_norm = crate::optim::clip_grad_norm(&mut grads, cfg.max_grad_norm);
         let lr = schedule.lr(step);
-        opt.step(&mut params.data, &grads, lr).map_err(|e| e.to_string())?;
+        state.step(lr)?;
         let dt = t0.elapsed().as_secs_f64();
         let seq_tokens: usize = batches.iter().map(|b| b.batch * b.seq).sum();
         last_loss = loss;
@@ -442,7 +454,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         };
         let is_last = step + 1 == total_steps;
         if !eval_ex.is_empty() && ((cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || is_last) {
-            let ev = evaluate(&model, Some(&params), &eval_ex, cfg.batch_size)?;
+            let ev = evaluate_with(&model, Some(&state.eval_vars()?), &eval_ex, cfg.batch_size)?;
             m.eval_loss = Some(ev);
             m.eval_ppl = Some(ev.exp());
             last_eval = Some(ev);
@@ -465,25 +477,29 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
             );
         }
         if due(step + 1) {
-            save(&params, opt.as_ref(), step + 1, &loader, loss, skipped)?;
+            save(&mut state, step + 1, &loader, loss, skipped)?;
         }
     }
     bar.finish_and_clear();
     let steps_done = done;
     if !interrupted {
-        checkpoint::ensure_finite(&params, "the adapter")?;
+        let params = state.host_params()?;
+        checkpoint::ensure_finite(params, "the adapter")?;
         params.save_peft(&cfg.out, Some(&base_name)).map_err(|e| crate::disk::llama_write_error(e, &cfg.out))?;
         // Every path through the loop saved at the multiples of --save-every.
         if !due(steps_done) {
-            save(&params, opt.as_ref(), steps_done, &loader, last_loss, skipped)?;
+            save(&mut state, steps_done, &loader, last_loss, skipped)?;
         }
     }
+    let params = state.into_params()?;
     let all = report::read_metrics(&metrics_path).unwrap_or_default();
     let svg = cfg.out.join("loss_curve.svg");
     llama::lora::write_atomic(&svg, report::loss_curve_svg(&all).as_bytes())
         .map_err(|e| crate::disk::llama_write_error(e, &cfg.out))?;
     let peak_rss = report::peak_rss_bytes();
-    say!(cfg, "done: {} steps{}, final loss {:.4}{}; peak memory {} (plan above); wrote {}/adapter_model.safetensors, metrics.jsonl, loss_curve.svg",
+    let on_device = report::device_peak_bytes(cfg.device)
+        .map_or(String::new(), |(used, pool)| format!(", device {} (pool {})", human_bytes(used), human_bytes(pool)));
+    say!(cfg, "done: {} steps{}, final loss {:.4}{}; peak memory {}{on_device} (plan above); wrote {}/adapter_model.safetensors, metrics.jsonl, loss_curve.svg",
         steps_done, if skipped > 0 { format!(" ({skipped} skipped: non-finite)") } else { String::new() }, last_loss, last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
         peak_rss.map_or("unknown".into(), human_bytes), cfg.out.display());
     Ok(TrainSummary { steps: steps_done, skipped, losses, final_eval_loss: last_eval, params, interrupted, peak_rss })

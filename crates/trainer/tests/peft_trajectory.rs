@@ -65,6 +65,7 @@ fn ten_steps_match_peft() {
         optimizer: "adamw".into(),
         gradient_checkpointing: false,
         compute_dtype: tensor::DType::F32,
+        device: tensor::Device::Cpu,
         seed: 0,
         shuffle: false,
         train_on_source: false,

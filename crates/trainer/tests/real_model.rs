@@ -35,6 +35,7 @@ fn short_default_run_lowers_the_loss() {
         optimizer: "paged-adamw".into(),
         gradient_checkpointing: true,
         compute_dtype: tensor::DType::F32,
+        device: tensor::Device::Cpu,
         seed: 1,
         shuffle: false,
         train_on_source: false,

@@ -53,6 +53,7 @@ fn config(data: PathBuf, out: PathBuf, steps: usize) -> TrainConfig {
         optimizer: "paged-adamw".into(),
         gradient_checkpointing: true,
         compute_dtype: tensor::DType::F32,
+        device: tensor::Device::Cpu,
         seed: 3,
         shuffle: true,
         train_on_source: false,
