@@ -15,7 +15,7 @@ use tensor::ops::attention::cpu::{attention_bwd_ref, attention_fwd_ref, Dims};
 use tensor::ops::binary::BinaryOp;
 use tensor::ops::reduce::ReduceOp;
 use tensor::ops::unary::UnaryOp;
-use tensor::ops::{binary, cast, cross_entropy, index, reduce, rmsnorm, rope, softmax, swiglu, unary};
+use tensor::ops::{binary, cast, cross_entropy, dropout, index, reduce, rmsnorm, rope, softmax, swiglu, unary};
 use tensor::{bf16, DType, Device, Error, Rng, Tensor};
 
 /// f32 kernels against f64 references.
@@ -143,6 +143,7 @@ fn every_kernel_is_in_the_embedded_ptx() {
                 "cross_entropy_bwd_bf16",
             ],
         ),
+        ("dropout", &["dropout_fwd_f32", "dropout_fwd_bf16", "dropout_fwd_f16"]),
         ("adamw", &["adamw_fwd_f32", "adamw8bit_fwd_f32", "adamw_clip_fwd_f32"]),
         (
             "nf4",
@@ -340,6 +341,21 @@ fn swiglu_matches_ref() {
     let (wdg, wdu) = swiglu::cpu::swiglu_bwd_ref(&f64s(&dy), &f64s(&g), &f64s(&u));
     assert_close("swiglu bwd dg", &dg, &wdg, TOL_F32);
     assert_close("swiglu bwd du", &du, &wdu, TOL_F32);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check.sh runs it"]
+fn dropout_mask_is_bit_exact() {
+    let Some(dev) = gpu("dropout") else { return };
+    let (n, keep, seed) = (100_003, 0.8f32, 17u64);
+    let want = dropout::cpu::mask_ref(n, keep, seed);
+    let got = run::run_dropout_mask::<f32>(&dev, n, keep, seed).unwrap();
+    assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "dropout f32 differs from mask_ref");
+    let got = run::run_dropout_mask::<bf16>(&dev, n, keep, seed).unwrap();
+    assert_eq!(got, to_bf16(&want), "dropout bf16 differs from mask_ref");
+    let got = run::run_dropout_mask::<tensor::f16>(&dev, n, keep, seed).unwrap();
+    let want16: Vec<tensor::f16> = want.iter().map(|&v| tensor::f16::from_f32(v)).collect();
+    assert_eq!(got, want16, "dropout f16 differs from mask_ref");
 }
 
 // ------------------------------------------------------------------ attention

@@ -16,7 +16,7 @@
 use tensor::ops::binary::{cpu::binary_ref, cpu::sum_to_ref, BinaryOp};
 use tensor::ops::reduce::{cpu::reduce_ref, ReduceOp};
 use tensor::ops::unary::{cpu::unary_ref, UnaryOp};
-use tensor::ops::{attention, cast, cat, cross_entropy, index, matmul, rmsnorm, rope, softmax, swiglu};
+use tensor::ops::{attention, cast, cat, cross_entropy, dropout, index, matmul, rmsnorm, rope, softmax, swiglu};
 use tensor::{DType, Device, Error, Rng, Shape, Tensor};
 
 // ------------------------------------------------------------------ tolerances and helpers
@@ -437,6 +437,34 @@ fn cross_entropy_fwd_bwd(dev: Device) {
     }
 }
 
+// ------------------------------------------------------------------ bodies: random masks
+
+/// Dropout masks made on `dev` equal `mask_ref` rounded to the dtype, bit for bit: a size that
+/// is not a multiple of the 256-thread block, one past 65535 blocks of 256 (the grid-stride
+/// loop), keep exactly at one element's draw (the threshold's boundary) and keep = 1.
+fn dropout_masks(dev: Device) {
+    let big = 65_535 * 256 + 1001;
+    let on_draw = (dropout::cpu::bits(1, 100) >> 40) as f32 / (1u32 << 24) as f32;
+    let cases: [(&[usize], f32, u64); 5] = [
+        (&[7, 33], 0.9, 1),
+        (&[7, 33], on_draw, 1),
+        (&[3, 1000], 0.5, u64::MAX),
+        (&[big], 0.75, 0x5EED),
+        (&[5, 77], 1.0, 9),
+    ];
+    for (dims, keep, seed) in cases {
+        let want = dropout::cpu::mask_ref(dims.iter().product(), keep, seed);
+        let want = Tensor::from_vec(want, dims.to_vec()).unwrap();
+        for dt in FLOATS {
+            let got = dropout::mask(dims.to_vec(), keep, seed, dt, dev).unwrap();
+            let what = format!("dropout mask {dims:?} keep {keep} {dt:?}");
+            assert_bit_exact(&what, &got, dev, &want.to_dtype(dt).unwrap());
+        }
+    }
+    let e = dropout::mask([4], 0.0, 1, DType::F32, dev).unwrap_err();
+    assert!(matches!(e, Error::Invalid { op: "dropout::mask", .. }), "{e}");
+}
+
 // ------------------------------------------------------------------ bodies: matmul
 
 fn matmul_shapes_views_dtypes(dev: Device) {
@@ -549,6 +577,7 @@ on_every_device!(
     attention_fwd_bwd,
     gathers_and_scatter_add,
     cross_entropy_fwd_bwd,
+    dropout_masks,
     matmul_shapes_views_dtypes,
     model_like_chain_matches_cpu,
 );
@@ -564,6 +593,8 @@ fn cuda_without_a_driver_is_a_device_error() {
     }
     let e = Tensor::scalar(1.0).to_device(CUDA).unwrap_err();
     assert!(matches!(e, Error::Device(_)), "{e}");
+    let e = dropout::mask([4], 0.5, 1, DType::F32, CUDA).unwrap_err();
+    assert!(matches!(&e, Error::Device(m) if m.contains("dropout::mask") || m.contains("driver")), "{e}");
 }
 
 #[test]

@@ -300,6 +300,24 @@ pub(crate) fn swiglu_bwd(
     dev.launch("swiglu", &k("swiglu_bwd", sfx), Launch::elementwise(n), &p)
 }
 
+/// Dropout mask over `n` contiguous elements of `out`: `value` where kept, 0 where dropped
+/// (`threshold = ceil(keep·2^24)`; the rule in `ops/dropout`). Grid-stride, so any `n`.
+pub(crate) fn dropout(
+    dev: &CudaDevice,
+    sfx: &str,
+    out: u64,
+    seed: u64,
+    n: usize,
+    threshold: u32,
+    value: f32,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let p = DropoutParams { out, seed, n: n as i64, threshold, value };
+    dev.launch("dropout", &k("dropout_fwd", sfx), Launch::elementwise(n), &p)
+}
+
 // ---------------------------------------------------------------- attention
 
 /// Attention sizes: `q (B, Hq, T, D)`, `k`, `v (B, Hkv, S, D)`.

@@ -94,6 +94,11 @@ params!(
     SwigluBwdParams (48) { dg: u64, du: u64, dy: u64, g: u64, u: u64, n: i64 }
 );
 params!(
+    /// dropout.cu mask: element `i` is `value` (rounded to the dtype) when
+    /// `splitmix64(seed, i) >> 40 < threshold`, else 0 (ops/dropout).
+    DropoutParams (32) { out: u64, seed: u64, n: i64, threshold: u32, value: f32 }
+);
+params!(
     /// attention.cu forward.
     AttentionParams (72) {
         out: u64, lse: u64, q: u64, k: u64, v: u64,

@@ -28,6 +28,7 @@ ptx_table!(
     "binary",
     "cast",
     "cross_entropy",
+    "dropout",
     "index",
     "nf4",
     "nf4_linear",

@@ -8,6 +8,7 @@ pub mod cast;
 pub mod cat;
 pub mod copy;
 pub mod cross_entropy;
+pub mod dropout;
 pub(crate) mod fused;
 pub mod index;
 pub mod matmul;

@@ -1,4 +1,4 @@
-//! `run_*` entry points: binary, unary, cast, reductions and softmax.
+//! `run_*` entry points: binary, unary, dropout masks, cast, reductions and softmax.
 
 use super::*;
 use crate::cuda::device::DeviceBuffer;
@@ -47,6 +47,20 @@ pub fn run_unary<E: KernelFloat>(dev: &CudaDevice, x: &[E], op: i32, p0: f32, p1
     let n = x.len();
     let (dx, out) = (up(dev, x)?, dev.zeros::<E::Dev>(n)?);
     launch::unary(dev, E::SUFFIX, dev.ptr(&out), dev.ptr(&dx), n, op, p0, p1)?;
+    down(dev, &out, n)
+}
+
+/// The dropout mask of `n` elements (`ops::dropout::mask` on a flat shape), `keep` and `seed`
+/// as there: the kernel alone, on a fresh zeroed buffer.
+pub fn run_dropout_mask<E: KernelFloat>(dev: &CudaDevice, n: usize, keep: f32, seed: u64) -> Result<Vec<E>> {
+    let dtype = match E::SUFFIX {
+        "bf16" => crate::DType::BF16,
+        "f16" => crate::DType::F16,
+        _ => crate::DType::F32,
+    };
+    let (threshold, value) = crate::ops::dropout::params(keep, dtype)?;
+    let out = dev.zeros::<E::Dev>(n)?;
+    launch::dropout(dev, E::SUFFIX, dev.ptr(&out), seed, n, threshold, value)?;
     down(dev, &out, n)
 }
 
