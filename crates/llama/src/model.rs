@@ -15,7 +15,7 @@ use crate::{Error, LlamaConfig, Result, WeightSource};
 use autograd::{ops as aops, Tape, Var};
 use nf4::{Nf4Weight, QuantConfig};
 use std::sync::Arc;
-use tensor::{ops as tops, DType, Device, Rng, Tensor};
+use tensor::{ops as tops, DType, Device, Tensor};
 
 /// A frozen projection weight `(out, in)`.
 pub enum Linear {
@@ -574,13 +574,11 @@ fn proj(layer: &Layer, i: usize, x: &Var, ad: &Option<(Var, Var)>, lc: LayerLora
     let Some((a, b)) = ad else { return Ok(base) };
     let xin = if lc.dropout > 0.0 {
         // Inverted dropout with a mask that depends only on (seed, projection), so a checkpointed
-        // layer's recompute draws the same mask.
-        let mut rng = Rng::new(lc.seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-        let keep = 1.0 - lc.dropout;
-        let mask: Vec<f32> =
-            (0..x.value().elem_count()).map(|_| if rng.uniform() < keep { 1.0 / keep } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(mask, x.dims().to_vec())?.to_device(x.value().device())?;
-        x.mul(&Var::constant(mask.to_dtype(x.dtype())?))?
+        // layer's recompute draws the same mask; made on x's device (element j is the j-th draw
+        // of `Rng::new(seed)`, the same on every device).
+        let seed = lc.seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mask = tops::dropout::mask(x.dims().to_vec(), 1.0 - lc.dropout, seed, x.dtype(), x.value().device())?;
+        x.mul(&Var::constant(mask))?
     } else {
         x.clone()
     };
