@@ -53,6 +53,8 @@ for l in sys.stdin:
   [[ -n "$out" ]] || { echo "gpu-check: build produced no $test test binary" >&2; exit 1; }
   mkdir -p "$BIN_DIR"
   cp "$out" "$BIN_DIR/$test"
+  # Without debug info the seven binaries are ~40 MB (356 MB with), small enough to carry.
+  command -v strip >/dev/null && strip "$BIN_DIR/$test"
   echo "gpu-check: test binary at $BIN_DIR/$test ($(du -h "$BIN_DIR/$test" | cut -f1))"
 }
 
@@ -67,6 +69,8 @@ build() {
   cargo build --release -p trainer --features cuda
   mkdir -p "$BIN_DIR"
   cp "${CARGO_TARGET_DIR:-target}/release/trainer" "$TRAINER"
+  command -v strip >/dev/null && strip "$TRAINER"
+  echo "gpu-check: binaries in $BIN_DIR: $(du -sh "$BIN_DIR" | cut -f1) (carry it to a GPU machine without cargo)"
 }
 
 if [[ "${1:-}" == "--build" ]]; then

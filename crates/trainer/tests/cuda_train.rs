@@ -27,8 +27,15 @@ fn gpu(test: &str) -> bool {
     false
 }
 
+/// The tiny model: where it was at build time, else under the current directory (the repository
+/// root, where gpu-check.sh runs a binary built on another machine).
 fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/tiny-llama")
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/tiny-llama");
+    if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("crates/llama/tests/fixtures/tiny-llama")
+    }
 }
 
 fn model(device: Device, dtype: DType) -> Model {
