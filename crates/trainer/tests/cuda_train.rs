@@ -9,11 +9,12 @@
 #![cfg(feature = "cuda")]
 
 use llama::{LoraConfig, LoraParams, Model, WeightSource};
-use std::path::PathBuf;
 use tensor::{DType, Device, Rng};
-use trainer::data::{Batch, Example};
 use trainer::optim::AdamWConfig;
 use trainer::trainable::Trainable;
+
+mod common;
+use common::{batches, tiny};
 
 const LOSS_REL: f64 = 1e-4;
 const PARAM_REL: f32 = 1e-3;
@@ -27,41 +28,11 @@ fn gpu(test: &str) -> bool {
     false
 }
 
-/// The tiny model: where it was at build time, else under the current directory (the repository
-/// root, where gpu-check.sh runs a binary built on another machine).
-fn tiny() -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/tiny-llama");
-    if built.is_dir() {
-        built
-    } else {
-        PathBuf::from("crates/llama/tests/fixtures/tiny-llama")
-    }
-}
-
 fn model(device: Device, dtype: DType) -> Model {
     let src = WeightSource::open(tiny()).unwrap();
     let mut m = Model::load_on(&src, Some(&nf4::QuantConfig::default()), device, &mut |_, _| {}).unwrap();
     m.compute_dtype = dtype;
     m
-}
-
-fn batches(step: usize) -> Vec<Batch> {
-    let mut rng = Rng::new(100 + step as u64);
-    (0..2)
-        .map(|_| {
-            let ex: Vec<Example> = (0..2)
-                .map(|_| {
-                    let len = 5 + rng.below(12);
-                    let ids: Vec<u32> = (0..len).map(|_| rng.below(256) as u32).collect();
-                    let mut labels: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-                    labels[..2].iter_mut().for_each(|l| *l = -100);
-                    Example { input_ids: ids, labels }
-                })
-                .collect();
-            let refs: Vec<&Example> = ex.iter().collect();
-            Batch::pad(&refs, 0)
-        })
-        .collect()
 }
 
 fn run(state: &mut Trainable, m: &Model, checkpointing: bool) -> Vec<f64> {

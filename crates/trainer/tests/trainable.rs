@@ -5,37 +5,15 @@
 //! On a GPU, tests/cuda_train.rs runs the same steps on CUDA.
 
 use llama::{LoraConfig, LoraParams, Model, WeightSource};
-use std::path::PathBuf;
 use tensor::{Device, Rng};
-use trainer::data::{Batch, Example};
 use trainer::optim::AdamWConfig;
 use trainer::trainable::Trainable;
 
-fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/tiny-llama")
-}
+mod common;
+use common::{batches, tiny};
 
 fn model() -> Model {
     Model::load(&WeightSource::open(tiny()).unwrap(), Some(&nf4::QuantConfig::default())).unwrap()
-}
-
-fn batches(step: usize) -> Vec<Batch> {
-    let mut rng = Rng::new(100 + step as u64);
-    (0..2)
-        .map(|_| {
-            let ex: Vec<Example> = (0..2)
-                .map(|_| {
-                    let len = 5 + rng.below(12);
-                    let ids: Vec<u32> = (0..len).map(|_| rng.below(256) as u32).collect();
-                    let mut labels: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-                    labels[..2].iter_mut().for_each(|l| *l = -100);
-                    Example { input_ids: ids, labels }
-                })
-                .collect();
-            let refs: Vec<&Example> = ex.iter().collect();
-            Batch::pad(&refs, 0)
-        })
-        .collect()
 }
 
 /// Three steps of `state`: (loss, norm) per step.
