@@ -2,16 +2,20 @@
 //! `CudaAdamW` vs `AdamW` over 5 steps with weight decay, `CudaAdamW8bit` vs `AdamW8bit` over mixed
 //! segments with NaN/inf gradients and a run longer than one grid, a checkpoint saved on CUDA
 //! resumed on the CPU (and back) identically, the gradient norm and clipping vs the host
-//! functions, the staged paged optimizers writing into the same device storage, and bad operands
+//! functions, `CudaPagedAdamW` (m and v in CUDA managed pages) vs `PagedAdamW` over 5 steps with a
+//! state larger than its residency budget and its checkpoints moving between devices, the paged
+//! optimizers from `make_tensor_optimizer` writing into the same device storage, and bad operands
 //! as errors. Each GPU test is `#[ignore]`d, so a machine without a GPU reports them ignored;
 //! run explicitly without a CUDA driver they print `SKIPPED: no CUDA driver` and return
 //! (`scripts/gpu-check.sh` runs them with `--include-ignored` and fails on that line).
 #![cfg(feature = "cuda")]
 
+use paged_alloc::PagedAllocator;
 use tensor::{DType, Device, Rng, Tensor};
+use trainer::optim::device::CudaPagedAdamW;
 use trainer::optim::{
     clip_grad_norm, clip_grad_norm_tensor, global_grad_norm, grad_norm_tensor, make_tensor_optimizer, AdamW, AdamW8bit,
-    AdamWConfig, CudaAdamW, CudaAdamW8bit, Optimizer, OptimizerState, StateTensor, TensorOptimizer,
+    AdamWConfig, CudaAdamW, CudaAdamW8bit, Optimizer, OptimizerState, PagedAdamW, StateTensor, TensorOptimizer,
 };
 use trainer::train::make_optimizer;
 
@@ -210,6 +214,92 @@ fn a_checkpoint_saved_on_cuda_resumes_on_the_cpu_and_back_identically() {
     }
 }
 
+/// 64 KiB managed pages, 4 of them resident: a state of n = 1_000_003 (8 MB of m and v) pages
+/// through a 256 KiB budget, two units at a time.
+const SMALL_PAGE: usize = 64 << 10;
+fn small_budget() -> PagedAllocator {
+    PagedAllocator::cuda(0, SMALL_PAGE, 4 * SMALL_PAGE).unwrap()
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn cuda_paged_adamw_is_paged_adamw_bit_for_bit_with_a_state_larger_than_the_budget() {
+    if !cuda_ready("cuda_paged_adamw_is_paged_adamw_bit_for_bit_with_a_state_larger_than_the_budget") {
+        return;
+    }
+    let n = 1_000_003;
+    let p0 = randn(n, 0.1, 12);
+    // Paged through a small budget; the host twin pages through the same budget (simulated).
+    let mut dev = CudaPagedAdamW::with_allocator(cfg(), n, CUDA, small_budget()).unwrap();
+    assert!(dev.pages_can_move());
+    let sim = PagedAllocator::simulated(SMALL_PAGE, 4 * SMALL_PAGE).unwrap();
+    let mut host = PagedAdamW::new(cfg(), n, sim).unwrap();
+    run_side_by_side("cuda paged adamw, small budget", &mut dev, &mut host, &p0, 0..5, true);
+    let st = dev.allocator().stats();
+    println!("small budget: {st:?}");
+    assert!(
+        st.evictions > 0 && st.pages_in as usize > 4 * 2 * (n * 4).div_ceil(SMALL_PAGE),
+        "the state did not page: {st:?}"
+    );
+    assert_eq!(st, host.stats(), "the same walk moves the same pages");
+    // The default budget: the whole state resident, no eviction.
+    let mut dev = CudaPagedAdamW::new(cfg(), n, CUDA).unwrap();
+    assert!(!dev.pages_can_move());
+    let mut host = PagedAdamW::new(cfg(), n, PagedAllocator::host(paged_alloc::DEFAULT_PAGE_SIZE).unwrap()).unwrap();
+    run_side_by_side("cuda paged adamw, default budget", &mut dev, &mut host, &p0, 0..5, true);
+    assert_eq!(dev.allocator().stats().evictions, 0);
+    // No weight decay, and the unpaged AdamW as the twin.
+    let cfg0 = AdamWConfig::default();
+    let mut dev = CudaPagedAdamW::with_allocator(cfg0, 4099, CUDA, small_budget()).unwrap();
+    run_side_by_side("cuda paged adamw wd=0", &mut dev, &mut AdamW::new(cfg0, 4099), &randn(4099, 0.1, 13), 0..5, true);
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn a_cuda_paged_adamw_checkpoint_moves_between_devices_and_optimizers() {
+    if !cuda_ready("a_cuda_paged_adamw_checkpoint_moves_between_devices_and_optimizers") {
+        return;
+    }
+    let n = 300_001;
+    let p0 = randn(n, 0.1, 14);
+    let mut reference = AdamW::new(cfg(), n);
+    let mut p_ref = p0.clone();
+    for s in 0..8 {
+        reference.step(&mut p_ref, &grads_at(n, s, true), lr_at(s)).unwrap();
+    }
+    // 0..2 paged on CUDA (small budget), 2..4 on the host PagedAdamW, 4..6 on CudaAdamW,
+    // 6..8 paged on CUDA again (default budget).
+    let mut dev = CudaPagedAdamW::with_allocator(cfg(), n, CUDA, small_budget()).unwrap();
+    let mut p = on(&p0, CUDA);
+    for s in 0..2 {
+        dev.step(&mut p, &on(&grads_at(n, s, true), CUDA), lr_at(s)).unwrap();
+    }
+    let mut cpu = PagedAdamW::new(cfg(), n, PagedAllocator::host(paged_alloc::DEFAULT_PAGE_SIZE).unwrap()).unwrap();
+    cpu.load_state(&dev.save_state().unwrap()).unwrap();
+    drop(dev);
+    let mut ph = down(&p);
+    for s in 2..4 {
+        cpu.step(&mut ph, &grads_at(n, s, true), lr_at(s)).unwrap();
+    }
+    let mut unpaged = CudaAdamW::new(cfg(), n, CUDA).unwrap();
+    unpaged.load_state(&cpu.save_state().unwrap()).unwrap();
+    let mut p = on(&ph, CUDA);
+    for s in 4..6 {
+        unpaged.step(&mut p, &on(&grads_at(n, s, true), CUDA), lr_at(s)).unwrap();
+    }
+    let mut dev2 = CudaPagedAdamW::new(cfg(), n, CUDA).unwrap();
+    let mut bad = unpaged.save_state().unwrap();
+    bad.kind = "adamw8bit".into();
+    assert!(dev2.load_state(&bad).is_err(), "a state of another kind must be refused");
+    assert_eq!(dev2.steps(), 0);
+    dev2.load_state(&unpaged.save_state().unwrap()).unwrap();
+    for s in 6..8 {
+        dev2.step(&mut p, &on(&grads_at(n, s, true), CUDA), lr_at(s)).unwrap();
+    }
+    assert_eq!(bits(&down(&p)), bits(&p_ref), "params after CUDA paged -> CPU -> CUDA -> CUDA paged");
+    assert_same_state(&dev2.save_state().unwrap(), &reference.save_state().unwrap(), "state");
+}
+
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn grad_norm_and_clip_on_cuda_are_the_host_functions() {
@@ -269,6 +359,7 @@ fn bad_operands_on_cuda_are_errors_that_change_nothing() {
     let mut opts: Vec<Box<dyn TensorOptimizer>> = vec![
         Box::new(CudaAdamW::new(cfg(), n, CUDA).unwrap()),
         Box::new(CudaAdamW8bit::new(cfg(), &[n], CUDA).unwrap()),
+        Box::new(CudaPagedAdamW::with_allocator(cfg(), n, CUDA, small_budget()).unwrap()),
     ];
     for opt in opts.iter_mut() {
         let cases: Vec<(&str, Tensor, Tensor)> = vec![
@@ -294,6 +385,11 @@ fn bad_operands_on_cuda_are_errors_that_change_nothing() {
 
 #[test]
 fn cuda_optimizers_without_a_driver_are_errors() {
+    // The paged state must be CUDA managed memory, on a CUDA device (checked before any driver call).
+    let host = || PagedAllocator::host(4096).unwrap();
+    assert!(CudaPagedAdamW::with_allocator(cfg(), 10, CUDA, host()).is_err());
+    assert!(CudaPagedAdamW::with_allocator(cfg(), 10, Device::Cpu, host()).is_err());
+    assert!(CudaPagedAdamW::new(cfg(), 10, Device::Cpu).is_err());
     if tensor::cuda::driver_present() {
         println!("driver present: checking a missing ordinal instead");
         assert!(CudaAdamW::new(cfg(), 10, Device::Cuda(1 << 20)).is_err());
@@ -301,5 +397,7 @@ fn cuda_optimizers_without_a_driver_are_errors() {
     }
     assert!(CudaAdamW::new(cfg(), 10, CUDA).is_err());
     assert!(CudaAdamW8bit::new(cfg(), &[10], CUDA).is_err());
+    assert!(CudaPagedAdamW::new(cfg(), 10, CUDA).is_err());
+    assert!(PagedAllocator::cuda(0, SMALL_PAGE, 4 * SMALL_PAGE).is_err());
     assert!(make_tensor_optimizer("adamw", &[10], cfg(), CUDA).is_err());
 }

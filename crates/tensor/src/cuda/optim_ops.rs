@@ -15,7 +15,8 @@
 //! `run_clip`). Operands must be contiguous f32 (codes u8) tensors on one CUDA device; anything
 //! else is an `Error`, never a panic. Deliberately not here: the step count and the per-step
 //! scalars (the caller forms [`AdamStep`] exactly as the CPU forms `AdamConsts`), segment
-//! handling (the 8-bit caller launches per tensor), paged state.
+//! handling (the 8-bit caller launches per tensor), the paging of managed state (the caller of
+//! [`adamw_step_raw`] makes its pages resident and keeps them so for the launch).
 
 use super::device::{CudaDevice, Launch};
 use super::params::{Adamw8bitParams, AdamwParams, ClipParams, SumSqFinishParams, SumSqParams};
@@ -93,6 +94,66 @@ pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: AdamStep) -
         has_decay: c.decay.is_some() as i32,
     };
     dev.launch("adamw", "adamw_fwd_f32", Launch::elementwise(n), &prm)
+}
+
+/// [`adamw_step`] on elements `range` of `p` and `g` with m and v given as raw device addresses:
+/// the paged optimizer's entry, whose state lives in CUDA managed-memory pages (paged-alloc's
+/// `CudaManaged`) that are not tensors. `m_ptr` and `v_ptr` address `range.len()` f32 each, the
+/// state of `p[range]`; the kernel and the arithmetic are [`adamw_step`]'s, bit for bit. `p` and
+/// `g` are checked as there (contiguous f32, one CUDA device, one length); `range` must lie inside
+/// them and the pointers must be non-null and 4-byte aligned, else an `Error`. Queued on the
+/// device's stream, not waited for.
+///
+/// # Safety
+/// `m_ptr` and `v_ptr` must each address `range.len()` f32s (disjoint from each other and from
+/// `p`, `g`) that are device-accessible from `p`'s context **for the whole duration of the
+/// launch**, which is asynchronous: for managed pages that means they stay allocated, and are not
+/// paged out or written by the host, until `p`'s device stream has been synchronised (or the
+/// page-out is ordered after this launch on the same stream). The caller upholds that by
+/// synchronising the device ([`super::CudaDevice::synchronize`]) before it lets the allocator
+/// release, evict, read or write the pages.
+pub unsafe fn adamw_step_raw(
+    p: &Tensor,
+    g: &Tensor,
+    range: std::ops::Range<usize>,
+    m_ptr: u64,
+    v_ptr: u64,
+    c: AdamStep,
+) -> Result<()> {
+    const OP: &str = "optim_ops::adamw_step_raw";
+    let ps = operand(OP, "p", p, DType::F32)?;
+    let dev = ps.device();
+    let n = p.elem_count();
+    let gs = operand(OP, "g", g, DType::F32)?;
+    same(OP, "g", g, gs, dev, n)?;
+    if range.start > range.end || range.end > n {
+        return Err(Error::invalid(OP, format!("range {range:?} outside the {n} elements of p and g")));
+    }
+    for (what, ptr) in [("m", m_ptr), ("v", v_ptr)] {
+        if ptr == 0 || ptr % 4 != 0 {
+            return Err(Error::invalid(OP, format!("{what} address {ptr:#x} is null or not 4-byte aligned")));
+        }
+    }
+    let len = range.end - range.start;
+    if len == 0 {
+        return Ok(());
+    }
+    let prm = AdamwParams {
+        p: ps.ptr_at(p.layout().offset() + range.start),
+        g: gs.ptr_at(g.layout().offset() + range.start),
+        m: m_ptr,
+        v: v_ptr,
+        n: len as i64,
+        b1: c.b1,
+        one_minus_b1: c.one_minus_b1,
+        b2: c.b2,
+        one_minus_b2: c.one_minus_b2,
+        decay: c.decay.unwrap_or(1.0),
+        step_size: c.step_size,
+        eps_hat: c.eps_hat,
+        has_decay: c.decay.is_some() as i32,
+    };
+    dev.launch("adamw", "adamw_fwd_f32", Launch::elementwise(len), &prm)
 }
 
 /// What the blockwise 8-bit kernel reads and writes besides `p` and `g`: for `n` parameters,

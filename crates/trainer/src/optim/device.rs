@@ -1,7 +1,9 @@
 //! Optimizers over flat parameter and gradient *tensors* on any device: the [`TensorOptimizer`]
 //! trait, [`Staged`] (a host [`Optimizer`] behind a download/upload, any device), and with
 //! feature `cuda` [`CudaAdamW`] / [`CudaAdamW8bit`], whose state lives on the GPU and whose step
-//! is one kernel launch per run of tensors (`tensor::cuda::optim_ops`, kernels/adamw.cu).
+//! is one kernel launch per run of tensors (`tensor::cuda::optim_ops`, kernels/adamw.cu), and
+//! [`CudaPagedAdamW`], whose m and v live in pages of CUDA managed memory (paged-alloc) and whose
+//! step is one launch of the same kernel per page (paged_device.rs).
 //!
 //! Every optimizer here saves exactly the [`OptimizerState`] of its host twin (`CudaAdamW` ↔
 //! [`AdamW`](super::AdamW) / [`PagedAdamW`](super::PagedAdamW): kind `adamw`, `m`, `v`;
@@ -14,10 +16,11 @@
 //! buffer only through its one owner: when `params` is the only handle on its storage the
 //! elements are updated in that same allocation; when other tensors share it, `*params` is given
 //! fresh storage holding the update and the other handles keep the old values (as
-//! `Tensor::addmm_into` does). Deliberately not here: `paged-adamw` / `paged-adamw-8bit` state in
-//! CUDA managed memory (paged-alloc's CUDA pages are not addressable by our kernels), so on CUDA
-//! those run as [`Staged`] over the host paged optimizer: state paged on the host, params and
-//! grads crossing the bus once each per step.
+//! `Tensor::addmm_into` does). On CUDA `paged-adamw` is [`CudaPagedAdamW`] (falling back to
+//! [`Staged`] over the host paged optimizer, with the reason on stderr, when the managed backend
+//! cannot be created). Deliberately not here: `paged-adamw-8bit` state in managed memory, so on
+//! CUDA that one runs as [`Staged`]: state paged on the host, params and grads crossing the bus
+//! once each per step.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -178,8 +181,10 @@ impl TensorOptimizer for Staged {
 
 /// The optimizer named on the command line (`crate::train::make_optimizer`'s names: `adamw`,
 /// `paged-adamw`, `paged-adamw-8bit`) over a flat parameter tensor on `device`, made of tensors
-/// of `segments` sizes. CPU: [`Staged`] over the host optimizer. CUDA: `adamw` is [`CudaAdamW`];
-/// the paged ones are [`Staged`] over the host paged optimizer (module docs).
+/// of `segments` sizes. CPU: [`Staged`] over the host optimizer. CUDA: `adamw` is [`CudaAdamW`],
+/// `paged-adamw` is [`CudaPagedAdamW`] (or, when the managed-memory backend cannot be created,
+/// e.g. no concurrent managed access or too little free memory, [`Staged`] over the host paged
+/// optimizer, the reason printed on stderr); `paged-adamw-8bit` is [`Staged`] (module docs).
 pub fn make_tensor_optimizer(
     name: &str,
     segments: &[usize],
@@ -194,6 +199,16 @@ pub fn make_tensor_optimizer(
         #[cfg(feature = "cuda")]
         Device::Cuda(_) => match name {
             "adamw" => Ok(Box::new(CudaAdamW::new(cfg, segments.iter().sum(), device).map_err(|e| e.to_string())?)),
+            "paged-adamw" => match CudaPagedAdamW::new(cfg, segments.iter().sum(), device) {
+                Ok(o) => Ok(Box::new(o)),
+                Err(e) => {
+                    eprintln!(
+                        "paged-adamw on {device:?}: state in CUDA managed memory unavailable ({e}); \
+                         staging the host paged optimizer instead"
+                    );
+                    staged()
+                }
+            },
             _ => staged(),
         },
         #[cfg(not(feature = "cuda"))]
@@ -295,7 +310,17 @@ impl Plan {
 }
 
 #[cfg(feature = "cuda")]
+use cuda::{check_operand, kernel_step};
+#[cfg(feature = "cuda")]
 pub use cuda::{CudaAdamW, CudaAdamW8bit};
+
+#[cfg(any(test, feature = "cuda"))]
+#[path = "paged_device.rs"]
+mod paged_device;
+#[cfg(feature = "cuda")]
+pub use paged_device::CudaPagedAdamW;
+#[cfg(test)]
+pub(crate) use paged_device::{f32_units, PagedState};
 
 #[cfg(feature = "cuda")]
 mod cuda {
@@ -309,7 +334,7 @@ mod cuda {
     use super::{check_flat, Plan, TensorOptimizer};
 
     /// The kernels' copy of the host's per-step scalars (the same f32 values).
-    fn kernel_step(c: &AdamConsts) -> AdamStep {
+    pub(super) fn kernel_step(c: &AdamConsts) -> AdamStep {
         AdamStep {
             b1: c.b1,
             one_minus_b1: c.one_minus_b1,
@@ -322,7 +347,13 @@ mod cuda {
     }
 
     /// `t` is a flat f32 tensor of `n` elements on `device`.
-    fn check_operand(op: &'static str, what: &'static str, t: &Tensor, device: Device, n: usize) -> Result<()> {
+    pub(super) fn check_operand(
+        op: &'static str,
+        what: &'static str,
+        t: &Tensor,
+        device: Device,
+        n: usize,
+    ) -> Result<()> {
         check_flat(op, what, t)?;
         if t.device() != device {
             return Err(tensor::Error::Device(format!(

@@ -35,7 +35,7 @@ mod tests_paged;
 pub use adamw::AdamW;
 pub use device::{clip_grad_norm_tensor, grad_norm_tensor, make_tensor_optimizer, Staged, TensorOptimizer};
 #[cfg(feature = "cuda")]
-pub use device::{CudaAdamW, CudaAdamW8bit};
+pub use device::{CudaAdamW, CudaAdamW8bit, CudaPagedAdamW};
 pub use dynamic_map::{dequantize_blockwise, quantize_blockwise, DynamicMap};
 pub use engine::{AdamW8bit, PagedAdamW, MIN_8BIT_SIZE, QUANT_BLOCK};
 

@@ -3,7 +3,10 @@
 //! holds it alone, bad operands are errors that change nothing, the gradient norm and clipping
 //! on tensors are the host functions' (NaN and inf included), and the launch plan of
 //! `CudaAdamW8bit`, run here with the host kernels in its per-run slices, reproduces `AdamW8bit`
-//! bit for bit (the CUDA twins of these tests are crates/trainer/tests/cuda_optim.rs).
+//! bit for bit, and the page walk of `CudaPagedAdamW` (`PagedState`), run here on the simulated
+//! device with the host kernel on its pages, is `PagedAdamW`'s walk (same units, same traffic,
+//! same bits) for budgets below and above the state (the CUDA twins of these tests are
+//! crates/trainer/tests/cuda_optim.rs).
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use tensor::{DType, Device, Rng, Tensor};
 
 use super::adam8bit_simd::adam8bit_blocks;
 use super::adamw::adamw_kernel;
-use super::device::{Plan, Run};
+use super::device::{f32_units, PagedState, Plan, Run};
 use super::*;
 use crate::train::make_optimizer;
 
@@ -339,5 +342,64 @@ fn the_8bit_launch_plan_on_host_kernels_is_adamw8bit_bit_for_bit() {
             assert_eq!(bits(&pe), bits(&ph), "{segments:?}: params after step {s}");
             assert_same_state(&emu.save(), &host.save_state().unwrap(), &format!("{segments:?}: state after step {s}"));
         }
+    }
+}
+
+/// The units of the paged CUDA walk: page-sized runs of elements covering the state in order,
+/// each inside one page of m and of v (the host `PagedAdamW`'s units, engine.rs).
+#[test]
+fn the_paged_walk_units_cover_the_state_page_by_page() {
+    for (n, ps) in [(0, 4096), (1, 4096), (1024, 4096), (1025, 4096), (1_000_003, 65_536), (5 << 20, 2 << 20)] {
+        let units = f32_units(n, ps);
+        assert_eq!(units.len(), (n * 4).div_ceil(ps), "n={n} ps={ps}: one unit per page");
+        let mut at = 0;
+        for u in &units {
+            assert_eq!(u.start, at, "n={n}: units in order, no gap");
+            assert!(u.end > u.start && u.end - u.start <= ps / 4, "n={n}: {u:?}");
+            assert_eq!(u.start * 4 / ps, (u.end * 4 - 1) / ps, "n={n}: {u:?} crosses a page");
+            at = u.end;
+        }
+        assert_eq!(at, n, "n={n}: the units cover the state");
+    }
+}
+
+/// `PagedState::walk` with the host kernel on each unit's pages is `PagedAdamW` bit for bit
+/// (params and saved state), with the same page traffic, on the simulated device: budgets of two
+/// pages (a unit), three, and the whole state; NaN/inf gradients included.
+#[test]
+fn the_paged_walk_on_host_kernels_is_paged_adamw_bit_for_bit() {
+    const PS: usize = 4096;
+    let n = 10 * 1024 + 77; // 11 pages of m, 11 of v
+    for budget_pages in [2, 3, 22, 64] {
+        let sim = || paged_alloc::PagedAllocator::simulated(PS, budget_pages * PS).unwrap();
+        let mut host = PagedAdamW::new(cfg(), n, sim()).unwrap();
+        let mut walk = PagedState::new(n, sim()).unwrap();
+        assert_eq!(walk.pages_can_move(), budget_pages < 22, "budget {budget_pages}");
+        let p0 = randn(n, 0.1, 11);
+        let (mut ph, mut pw) = (p0.clone(), p0);
+        for s in 0..5 {
+            let g = grads_at(n, s);
+            host.step(&mut ph, &g, lr_at(s)).unwrap();
+            let c = AdamConsts::new(&cfg(), s + 1, lr_at(s));
+            let (p, g) = (&mut pw, &g);
+            walk.walk(|e, m, v| {
+                adamw_kernel(&mut p[e.clone()], &g[e], m.as_f32_mut()?, v.as_f32_mut()?, &c);
+                Ok(())
+            })
+            .unwrap();
+            let what = format!("budget {budget_pages} pages, step {s}");
+            assert_eq!(bits(&pw), bits(&ph), "{what}: params");
+            assert_same_state(&walk.save(s + 1).unwrap(), &host.save_state().unwrap(), &what);
+            assert_eq!(walk.alloc.stats(), host.stats(), "{what}: page traffic");
+        }
+        // And the state loads back (validated first: a wrong kind or length writes nothing).
+        let saved = host.save_state().unwrap();
+        let mut other = PagedState::new(n, sim()).unwrap();
+        let mut bad = saved.clone();
+        bad.kind = "adamw8bit".into();
+        assert!(other.load(&bad).is_err());
+        assert!(other.load(&OptimizerState { tensors: vec![], ..saved.clone() }).is_err());
+        assert_eq!(other.load(&saved).unwrap(), 5);
+        assert_same_state(&other.save(5).unwrap(), &saved, "loaded");
     }
 }
