@@ -54,7 +54,7 @@ pub fn enable() {
 pub fn take() -> Vec<OpTime> {
     let ops = STATE.with(|s| std::mem::take(&mut *s.borrow_mut()).ops);
     let mut rows: Vec<OpTime> = ops.into_values().collect();
-    rows.sort_by(|a, b| (b.forward + b.backward).cmp(&(a.forward + a.backward)));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.forward + r.backward));
     rows
 }
 

@@ -183,7 +183,7 @@ impl LlamaConfig {
                 return err(k, "must be positive".into());
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return err(
                 "num_key_value_heads",
                 format!(
@@ -192,7 +192,7 @@ impl LlamaConfig {
                 ),
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return err("head_dim", format!("{} is odd (RoPE rotates pairs)", self.head_dim));
         }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {

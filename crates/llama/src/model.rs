@@ -416,7 +416,7 @@ impl Model {
         checkpointing: bool,
     ) -> Result<Var> {
         let cfg = &self.config;
-        if batch == 0 || ids.len() % batch != 0 || ids.is_empty() {
+        if batch == 0 || !ids.len().is_multiple_of(batch) || ids.is_empty() {
             return Err(Error::Model(format!("{} token ids do not split into {batch} equal rows", ids.len())));
         }
         let t = ids.len() / batch;
@@ -462,7 +462,7 @@ impl Model {
                     let slot = &mut c.kv[l];
                     x = layer_forward(layer, &x, &adapters, lora_cfg, dims, &cos, &sin, Some(slot))?;
                 }
-                None if checkpointing && x.requires_grad() || checkpointing && adapters.iter().any(Option::is_some) => {
+                None if checkpointing && (x.requires_grad() || adapters.iter().any(Option::is_some)) => {
                     let params: Vec<Var> =
                         adapters.iter().flatten().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
                     let present: Vec<bool> = adapters.iter().map(Option::is_some).collect();

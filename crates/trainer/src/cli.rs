@@ -216,7 +216,7 @@ impl TrainArgs {
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return Err(format!("--warmup-ratio {} must be in [0, 1)", self.warmup_ratio));
         }
-        if self.epochs.is_some_and(|e| !(e > 0.0)) {
+        if self.epochs.is_some_and(|e| e.is_nan() || e <= 0.0) {
             return Err("--epochs must be positive".into());
         }
         for (flag, p) in [("--init-adapter", &self.init_adapter), ("--resume", &self.resume)] {

@@ -51,6 +51,9 @@ pub fn is_quantized_name(name: &str) -> bool {
     name.ends_with("_proj.weight")
 }
 
+/// One output tensor: its dtype, shape and where its bytes come from.
+type Entry = (Dtype, Vec<usize>, Source);
+
 /// Where one output tensor's bytes come from.
 enum Source {
     /// Copied from input shard `shard`, tensor `name`.
@@ -152,7 +155,7 @@ pub fn run(args: &QuantizeArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, String>>()?;
 
     // Pass 1: plan every output tensor (checks dtypes, NaN/Inf, name clashes; computes offsets).
-    let mut entries: BTreeMap<String, (Dtype, Vec<usize>, Source)> = BTreeMap::new();
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut weights: Vec<Planned> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (si, st) in files.iter().enumerate() {
@@ -217,7 +220,7 @@ pub fn run(args: &QuantizeArgs) -> Result<(), String> {
 
     // Header: safetensors' canonical order (larger dtypes first, then by name) keeps every
     // tensor aligned; offsets are fixed before any data is written.
-    let mut order: Vec<(&String, &(Dtype, Vec<usize>, Source))> = entries.iter().collect();
+    let mut order: Vec<(&String, &Entry)> = entries.iter().collect();
     order.sort_by(|(ln, l), (rn, r)| r.0.cmp(&l.0).then(ln.cmp(rn)));
     let mut infos = Vec::with_capacity(order.len());
     let mut at = 0usize;

@@ -367,7 +367,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, String> {
         checkpoint::save(&cfg.out, state.host_params()?, &opt, &ts, Some(&base_name))
     };
     // A checkpoint is due after loop step `s` (skipped steps included) at multiples of --save-every.
-    let due = |s: usize| cfg.save_every > 0 && s % cfg.save_every == 0;
+    let due = |s: usize| cfg.save_every > 0 && s.is_multiple_of(cfg.save_every);
     let mut interrupted = false;
     let mut nan_run = 0; // consecutive non-finite steps
     let mut done = start; // loop steps completed, skipped ones included (what a checkpoint resumes after)

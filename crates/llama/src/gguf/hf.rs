@@ -41,7 +41,7 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
 /// Face (half-split `rotate_half`) layout: `w.reshape(n_head, out/n_head/2, 2, in)
 /// .swapaxes(1, 2).reshape(out, in)`. Errors when `out` is not a multiple of `2 * n_head`.
 pub fn unpermute_qk(w: &[f32], out: usize, inp: usize, n_head: usize) -> Result<Vec<f32>, String> {
-    if n_head == 0 || out % (2 * n_head) != 0 || w.len() != out * inp {
+    if n_head == 0 || !out.is_multiple_of(2 * n_head) || w.len() != out * inp {
         return Err(format!("cannot unpermute a [{out}, {inp}] matrix ({} values) over {n_head} heads", w.len()));
     }
     let half = out / n_head / 2;

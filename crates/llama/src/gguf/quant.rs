@@ -82,7 +82,7 @@ impl GgmlType {
     /// number of blocks, or the size overflows.
     pub fn bytes_for(self, n: u64) -> Result<u64, String> {
         let (blk, bytes) = self.block_layout().ok_or_else(|| format!("unsupported ggml {}", self.name()))?;
-        if n % blk as u64 != 0 {
+        if !n.is_multiple_of(blk as u64) {
             return Err(format!("{n} elements are not a whole number of {}-element {} blocks", blk, self.name()));
         }
         (n / blk as u64)
