@@ -11,8 +11,13 @@
 // - nf4_dq_restore_f32: absmax' = fp32(fp32(dyn[q] * nested[b / 256]) + offset), two roundings.
 // - nf4_dequantize_{f32,bf16}: out = fp32(nf4[q] * absmax[i / blocksize]), then RNE to the dtype;
 //   absmax is either the plain f32 absmax or the one restored on the fly from the nested state.
+// - fp4_quantize_{f32,bf16} / fp4_dequantize_{f32,bf16}: bitsandbytes' FP4 with the same params,
+//   blocks, scaling and packing as NF4 (crates/nf4 codebook.rs, quantize.rs): code = FP4's code
+//   at sorted position #(sorted FP4 midpoints strictly below scaled) (ties to the LOWER sorted
+//   index; the pad / a scaled 0.0 gets code 0); dequant multiplies by the sign x magnitude table
+//   (code 8 is -0.0). Both tables are the nf4 crate's fp32 bit patterns, copied verbatim.
 // Every rounding is explicit (__fmul_rn, __fadd_rn, __fdiv_rn): no FMA anywhere.
-// Deliberately not here: FP4 (QLoRA does not use it), bnb's CPU 65536-grid LUT quirk.
+// Deliberately not here: bnb's CPU 65536-grid LUT quirk.
 #include "common.cuh"
 
 __constant__ float NF4_CODE[16] = {
@@ -30,6 +35,29 @@ __device__ __forceinline__ int nf4_code(float v) {
     for (int k = 0; k < 15; ++k) q += v > nf4_mid(k) ? 1 : 0;
     return q;
 }
+// FP4 (crates/nf4/src/codebook.rs FP4_DEQUANT_BITS, FP4_SORTED_MIDPOINT_BITS, FP4_SORTED_TO_CODE).
+__constant__ unsigned int FP4_DEQUANT_BITS[16] = {
+    0x00000000u, 0x3baaaaabu, 0x3f2aaaabu, 0x3f800000u, 0x3eaaaaabu, 0x3f000000u, 0x3e2aaaabu, 0x3e800000u,
+    0x80000000u, 0xbbaaaaabu, 0xbf2aaaabu, 0xbf800000u, 0xbeaaaaabu, 0xbf000000u, 0xbe2aaaabu, 0xbe800000u};
+__constant__ unsigned int FP4_MID_BITS[15] = {
+    0xbf555556u, 0xbf155556u, 0xbed55556u, 0xbe955556u, 0xbe555556u, 0xbdb00000u, 0xbb2aaaabu, 0x00000000u,
+    0x3b2aaaabu, 0x3db00000u, 0x3e555556u, 0x3e955556u, 0x3ed55556u, 0x3f155556u, 0x3f555556u};
+__constant__ unsigned char FP4_SORTED_TO_CODE[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3};
+
+__device__ __forceinline__ int fp4_code(float v) {
+    int pos = 0;
+#pragma unroll
+    for (int k = 0; k < 15; ++k) pos += v > __uint_as_float(FP4_MID_BITS[k]) ? 1 : 0;
+    return FP4_SORTED_TO_CODE[pos];
+}
+
+// The 4-bit format a templated kernel body serves.
+enum Quant4 { QNF4 = 0, QFP4 = 1 };
+template <int Q> __device__ __forceinline__ int code4(float v) { return Q == QFP4 ? fp4_code(v) : nf4_code(v); }
+template <int Q> __device__ __forceinline__ float dequant4(int q) {
+    return Q == QFP4 ? __uint_as_float(FP4_DEQUANT_BITS[q]) : NF4_CODE[q];
+}
+
 __device__ __forceinline__ float clamp1(float v) { return fminf(fmaxf(v, -1.0f), 1.0f); }
 
 struct Nf4QuantParams {
@@ -43,7 +71,7 @@ struct Nf4QuantParams {
 static_assert(sizeof(Nf4QuantParams) == 40, "Nf4QuantParams layout");
 
 // One CUDA block (any multiple of 32 threads) per quant block, grid-stride over quant blocks.
-template <typename T> __device__ void nf4_quantize_impl(const Nf4QuantParams& p) {
+template <typename T, int Q> __device__ void quantize4_impl(const Nf4QuantParams& p) {
     __shared__ float scratch[32];
     long long nblocks = (p.n + p.blocksize - 1) / p.blocksize;
     for (long long b = blockIdx.x; b < nblocks; b += gridDim.x) {
@@ -62,20 +90,22 @@ template <typename T> __device__ void nf4_quantize_impl(const Nf4QuantParams& p)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 int e = 2 * j + h;
-                float s = 0.0f;  // the pad element of an odd count scales to 0 -> code 7
+                float s = 0.0f;  // the pad element of an odd count scales to 0 -> NF4 code 7, FP4 code 0
                 if (e < len) {
                     float x = ld<T>(p.x, start + e);
                     s = clamp1(partial ? __fdiv_rn(x, den) : __fmul_rn(x, inv));
                 }
-                q[h] = nf4_code(s);
+                q[h] = code4<Q>(s);
             }
             p.packed[start / 2 + j] = (unsigned char)((q[0] << 4) | q[1]);
         }
         __syncthreads();
     }
 }
-KERNEL void nf4_quantize_f32(const Nf4QuantParams p) { nf4_quantize_impl<float>(p); }
-KERNEL void nf4_quantize_bf16(const Nf4QuantParams p) { nf4_quantize_impl<bf16>(p); }
+KERNEL void nf4_quantize_f32(const Nf4QuantParams p) { quantize4_impl<float, QNF4>(p); }
+KERNEL void nf4_quantize_bf16(const Nf4QuantParams p) { quantize4_impl<bf16, QNF4>(p); }
+KERNEL void fp4_quantize_f32(const Nf4QuantParams p) { quantize4_impl<float, QFP4>(p); }
+KERNEL void fp4_quantize_bf16(const Nf4QuantParams p) { quantize4_impl<bf16, QFP4>(p); }
 
 struct Nf4DqOffsetParams {
     float* offset;          // (1,)
@@ -168,7 +198,7 @@ struct Nf4DequantParams {
 static_assert(sizeof(Nf4DequantParams) == 64, "Nf4DequantParams layout");
 
 // One thread per packed byte (two outputs).
-template <typename T> __device__ void nf4_dequantize_impl(const Nf4DequantParams& p) {
+template <typename T, int Q> __device__ void dequantize4_impl(const Nf4DequantParams& p) {
     long long nbytes = (p.n + 1) / 2;
     long long stride = (long long)gridDim.x * blockDim.x;
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < nbytes; j += stride) {
@@ -180,9 +210,11 @@ template <typename T> __device__ void nf4_dequantize_impl(const Nf4DequantParams
             long long b = e / p.blocksize;
             float a = p.absmax ? p.absmax[b] : restore_one(p.dyn_code, p.qabsmax, p.nested_absmax, b, p.offset);
             int q = h == 0 ? (byte >> 4) : (byte & 15);
-            st<T>(p.out, e, __fmul_rn(NF4_CODE[q], a));
+            st<T>(p.out, e, __fmul_rn(dequant4<Q>(q), a));
         }
     }
 }
-KERNEL void nf4_dequantize_f32(const Nf4DequantParams p) { nf4_dequantize_impl<float>(p); }
-KERNEL void nf4_dequantize_bf16(const Nf4DequantParams p) { nf4_dequantize_impl<bf16>(p); }
+KERNEL void nf4_dequantize_f32(const Nf4DequantParams p) { dequantize4_impl<float, QNF4>(p); }
+KERNEL void nf4_dequantize_bf16(const Nf4DequantParams p) { dequantize4_impl<bf16, QNF4>(p); }
+KERNEL void fp4_dequantize_f32(const Nf4DequantParams p) { dequantize4_impl<float, QFP4>(p); }
+KERNEL void fp4_dequantize_bf16(const Nf4DequantParams p) { dequantize4_impl<bf16, QFP4>(p); }

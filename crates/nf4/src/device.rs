@@ -1,4 +1,4 @@
-//! NF4 weights resident on a CUDA device (feature `cuda`) and the NF4 linear there.
+//! NF4 (and FP4) weights resident on a CUDA device (feature `cuda`) and the NF4 linear there.
 //!
 //! [`Nf4Weight::to_device`](crate::Nf4Weight::to_device) uploads a weight's packed codes and its
 //! f32 absmax, restored once from the double-quant state by the CPU code (so device
@@ -18,9 +18,13 @@
 //! also rounds W to bf16 (≤ 2^-8 relative per weight), which is what bitsandbytes' CUDA
 //! `MatMul4Bit` computes (`dequantize_4bit(W).to(bf16)` then a bf16 matmul).
 //!
-//! Deliberately not here: FP4 on the device (the kernels hold the NF4 table; `to_device` refuses
-//! it), keeping only the double-quant state on the device (restored absmax costs 0.5 bit per
-//! weight at blocksize 64 instead of 0.13; one restore per weight instead of one per call).
+//! FP4 weights go to the device too: dequantization runs nf4.cu's `fp4_dequantize_*` (bit for bit
+//! the CPU's), and the bf16 forward always takes dequantize + cuBLAS (the fused kernel holds the
+//! NF4 table only).
+//!
+//! Deliberately not here: keeping only the double-quant state on the device (restored absmax
+//! costs 0.5 bit per weight at blocksize 64 instead of 0.13; one restore per weight instead of
+//! one per call).
 
 use tensor::{DType, Device, Tensor};
 
@@ -86,12 +90,6 @@ mod on_cuda {
 
     /// The codes and restored absmax of `w` uploaded to the CUDA `device`.
     pub(crate) fn upload(w: &Nf4Weight, device: Device) -> Result<Resident> {
-        if w.quant_type() != QuantType::Nf4 {
-            return Err(Error::arg(
-                w.name(),
-                format!("cannot move a {} weight to {device:?}: the CUDA kernels implement NF4 only", w.quant_type()),
-            ));
-        }
         let named = |e: tensor::Error| match e {
             tensor::Error::Device(m) => device_error(format!("nf4: moving weight '{}' to {device:?}: {m}", w.name())),
             other => Error::Tensor(other),
@@ -165,7 +163,11 @@ mod on_cuda {
         let y = match x.dtype() {
             DType::BF16 => {
                 let dev = tensor::cuda::select(x.device())?;
-                if fused_enabled() && nf4_ops::nf4_linear_fwd_supported(&dev, n, out_f, in_f, w.blocksize()).is_ok() {
+                // The fused kernel holds the NF4 table: FP4 always dequantizes + cuBLAS.
+                if w.quant_type() == QuantType::Nf4
+                    && fused_enabled()
+                    && nf4_ops::nf4_linear_fwd_supported(&dev, n, out_f, in_f, w.blocksize()).is_ok()
+                {
                     nf4_ops::nf4_linear_fwd(&x2, codes, absmax, out_f, in_f, w.blocksize(), DType::BF16)?
                 } else {
                     slabs_fwd(&x2, w, DType::BF16, slab_elems)?
@@ -259,7 +261,7 @@ mod no_cuda {
 #[cfg(test)]
 mod tests {
     //! Host logic without a GPU: `to_device(Cpu)`, the errors of a CUDA device where none can be
-    //! used (no feature, no driver, FP4), and the CPU row slices. The device paths themselves
+    //! used (no feature, no driver), and the CPU row slices. The device paths themselves
     //! are tests/cuda_nf4.rs.
     use super::*;
     use crate::{linear, QuantConfig, QuantType};
@@ -304,7 +306,13 @@ mod tests {
 
     #[test]
     fn a_cuda_device_without_one_is_an_error_naming_the_weight() {
-        let w = weight("layers.0.q_proj", QuantType::Nf4);
+        for qt in [QuantType::Nf4, QuantType::Fp4] {
+            cuda_device_error_names_the_weight(qt);
+        }
+    }
+
+    fn cuda_device_error_names_the_weight(qt: QuantType) {
+        let w = weight("layers.0.q_proj", qt);
         #[cfg(feature = "cuda")]
         let target = if tensor::cuda::driver_present() { Device::Cuda(1 << 20) } else { Device::Cuda(0) };
         #[cfg(not(feature = "cuda"))]
@@ -325,16 +333,11 @@ mod tests {
 
     #[cfg(feature = "cuda")]
     #[test]
-    fn fp4_never_goes_to_cuda() {
-        let e = weight("w_fp4", QuantType::Fp4).to_device(Device::Cuda(0)).unwrap_err().to_string();
-        assert!(e.contains("w_fp4") && e.contains("NF4 only"), "{e}");
-    }
-
-    #[cfg(feature = "cuda")]
-    #[test]
-    fn the_kernels_code_book_is_nf4() {
+    fn the_kernels_code_books_are_nf4_and_fp4() {
         let ours = QuantType::Nf4.traits().dequant_code().map(f32::to_bits);
         assert_eq!(tensor::cuda::nf4_ops::NF4_CODE.map(f32::to_bits), ours);
+        let ours = QuantType::Fp4.traits().dequant_code().map(f32::to_bits);
+        assert_eq!(tensor::cuda::nf4_ops::FP4_CODE.map(f32::to_bits), ours);
     }
 
     #[test]

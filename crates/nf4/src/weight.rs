@@ -349,8 +349,8 @@ impl Nf4Weight {
     /// device holds 4.5). `Device::Cpu` gives a host-only copy; a weight already on `device`
     /// shares its device buffers.
     ///
-    /// Errors: FP4 on CUDA (the kernels implement NF4 only), the crate built without feature
-    /// `cuda`, or no CUDA driver or device (`tensor::Error::Device`, naming the weight).
+    /// Errors: the crate built without feature `cuda`, or no CUDA driver or device
+    /// (`tensor::Error::Device`, naming the weight).
     pub fn to_device(&self, device: Device) -> Result<Nf4Weight> {
         let resident = match (device, &self.resident) {
             (Device::Cpu, _) => None,

@@ -1,8 +1,8 @@
 //! NF4 weights on a device, through the public API: each body below takes a `Device`, quantizes
 //! seeded random weights on the host, moves them there with `Nf4Weight::to_device` (inputs with
-//! `Tensor::to_device`), brings results back and compares them with the CPU: dequantization bit
-//! for bit, the NF4 linear (forward and backward through autograd) against an f64 reference of
-//! the CPU's arithmetic and, on a device, against the CPU path itself.
+//! `Tensor::to_device`), brings results back and compares them with the CPU: dequantization (NF4
+//! and FP4) bit for bit, the 4-bit linear (forward and backward through autograd) against an f64
+//! reference of the CPU's arithmetic and, on a device, against the CPU path itself.
 //!
 //! `cpu::*` runs each body on the CPU in every build. `cuda::*` runs the same bodies with
 //! `Device::Cuda(0)`; those tests are `#[ignore]`d, so a machine without a GPU reports them
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use autograd::Tape;
 use nf4::linear::{self, nf4_linear};
-use nf4::{Nf4Weight, QuantConfig};
+use nf4::{Nf4Weight, QuantConfig, QuantType};
 use tensor::cuda::nf4_ops;
 use tensor::{DType, Device, Error, Rng, Tensor};
 
@@ -163,8 +163,9 @@ fn dequantize_is_bit_exact(dev: Device) {
         (&[3, 5, 40], 256, true),
         (&[688, 4096], 64, true),
     ];
-    for (ci, (shape, bs, dq)) in cases.into_iter().enumerate() {
-        let cfg = QuantConfig { blocksize: bs, double_quant: dq, ..Default::default() };
+    let cases = cases.into_iter().enumerate().flat_map(|c| [(c, QuantType::Nf4), (c, QuantType::Fp4)]);
+    for ((ci, (shape, bs, dq)), qt) in cases {
+        let cfg = QuantConfig { blocksize: bs, double_quant: dq, quant_type: qt };
         let host = Nf4Weight::quantize("w", &randn(shape, 0.05, 10 + ci as u64), &cfg).unwrap();
         let w = host.to_device(dev).unwrap();
         assert_eq!(w.device(), dev);
@@ -176,7 +177,7 @@ fn dequantize_is_bit_exact(dev: Device) {
             assert_eq!(bits(absmax), want, "case {ci}: restored absmax on the device");
         }
         for dt in FLOATS {
-            let what = format!("case {ci} {shape:?} bs {bs} dq {dq} {dt:?}");
+            let what = format!("case {ci} {qt} {shape:?} bs {bs} dq {dq} {dt:?}");
             let want = host.dequantize_to(dt).unwrap();
             assert_bit_exact(&what, &w.dequantize_on_device(dt).unwrap(), dev, &want);
             // The host copy still answers `dequantize`.
@@ -194,14 +195,19 @@ fn dequantize_is_bit_exact(dev: Device) {
 }
 
 fn linear_fwd_bwd_match_the_cpu(dev: Device) {
-    for (ci, (m, out_f, in_f, bs, dq)) in LINEAR_CASES.into_iter().enumerate() {
-        let cfg = QuantConfig { blocksize: bs, double_quant: dq, ..Default::default() };
+    // FP4 on the small cases (its bf16 forward is dequantize + matmul, never the fused kernel).
+    let cases = LINEAR_CASES.into_iter().enumerate().flat_map(|(ci, c)| {
+        let fp4 = (ci < 3).then_some(((ci, c), QuantType::Fp4));
+        std::iter::once(((ci, c), QuantType::Nf4)).chain(fp4)
+    });
+    for ((ci, (m, out_f, in_f, bs, dq)), qt) in cases {
+        let cfg = QuantConfig { blocksize: bs, double_quant: dq, quant_type: qt };
         let host = weight(&format!("layer{ci}"), out_f, in_f, &cfg, 100 + ci as u64);
         let w = Arc::new(host.to_device(dev).unwrap());
         let wdq = f64s(&host.dequantize_to(DType::F32).unwrap()); // (out, in)
         let wdq_t = transpose(&wdq, out_f, in_f); // (in, out)
         for dt in FLOATS {
-            let what = format!("case {ci} ({m}, {out_f}, {in_f}) bs {bs} {dt:?}");
+            let what = format!("case {ci} {qt} ({m}, {out_f}, {in_f}) bs {bs} {dt:?}");
             let x = randn(&[m, in_f], 1.0, 200 + ci as u64).to_dtype(dt).unwrap();
             let dy = randn(&[m, out_f], 1.0, 300 + ci as u64).to_dtype(dt).unwrap();
             let tape = Tape::new();

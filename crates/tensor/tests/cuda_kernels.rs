@@ -155,6 +155,10 @@ fn every_kernel_is_in_the_embedded_ptx() {
                 "nf4_dq_restore_f32",
                 "nf4_dequantize_f32",
                 "nf4_dequantize_bf16",
+                "fp4_quantize_f32",
+                "fp4_quantize_bf16",
+                "fp4_dequantize_f32",
+                "fp4_dequantize_bf16",
             ],
         ),
         ("nf4_linear", &["nf4_linear_fwd_bf16"]),
@@ -662,6 +666,44 @@ fn nf4_quantize_spec(x: &[f32], bs: usize) -> (Vec<u8>, Vec<f32>) {
     (codes.chunks(2).map(|c| (c[0] << 4) | c[1]).collect(), absmax)
 }
 
+/// bitsandbytes FP4 as the nf4 crate's CPU path holds it (crates/nf4/src/codebook.rs): the
+/// dequant table by 4-bit code (code 8 is -0.0: sign x magnitude), its sorted values' fp32
+/// midpoints, and sorted position -> code. Bit patterns copied verbatim from there.
+const FP4_DEQUANT_BITS: [u32; 16] = [
+    0x00000000, 0x3baaaaab, 0x3f2aaaab, 0x3f800000, 0x3eaaaaab, 0x3f000000, 0x3e2aaaab, 0x3e800000, 0x80000000,
+    0xbbaaaaab, 0xbf2aaaab, 0xbf800000, 0xbeaaaaab, 0xbf000000, 0xbe2aaaab, 0xbe800000,
+];
+const FP4_SORTED_TO_CODE: [u8; 16] = [11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3];
+
+/// FP4's code of a scaled value: the code at sorted position `searchsorted(midpoints, v, 'left')`
+/// over the sorted table (midpoints `(c[k] + c[k+1]) / 2` in f32, as the nf4 crate's).
+fn fp4_code(v: f32) -> u8 {
+    // The dequant table's -0.0 (code 8, sorted position 8) gives the same midpoints as +0.0.
+    let sorted: Vec<f32> = FP4_SORTED_TO_CODE.iter().map(|&c| f32::from_bits(FP4_DEQUANT_BITS[c as usize])).collect();
+    FP4_SORTED_TO_CODE[nearest(&sorted, v) as usize]
+}
+
+/// The nf4 crate's `quantize_4bit(.., QuantType::Fp4)`: NF4's blocks and scaling, FP4's codes,
+/// an odd count padded with FP4's code of 0.0 (0).
+fn fp4_quantize_spec(x: &[f32], bs: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut codes = Vec::with_capacity(x.len() + 1);
+    let mut absmax = Vec::new();
+    for blk in x.chunks(bs) {
+        let a = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        absmax.push(a);
+        let den = a.max(1e-38);
+        let inv = 1.0 / den;
+        for &v in blk {
+            let s = if blk.len() < bs { v / den } else { v * inv };
+            codes.push(fp4_code(s.clamp(-1.0, 1.0)));
+        }
+    }
+    if codes.len() % 2 == 1 {
+        codes.push(fp4_code(0.0));
+    }
+    (codes.chunks(2).map(|c| (c[0] << 4) | c[1]).collect(), absmax)
+}
+
 /// README §3.5: `(codes, nested absmax)` of `absmax - offset` in groups of 256.
 fn double_quant_spec(absmax: &[f32], offset: f32, dynm: &[f32; 256]) -> (Vec<u8>, Vec<f32>) {
     let centred: Vec<f32> = absmax.iter().map(|a| a - offset).collect();
@@ -727,6 +769,74 @@ fn nf4_quantize_and_dequantize_are_bit_exact() {
             got.iter().zip(&w_nested).all(|(a, b)| a.to_bits() == bf16::from_f32(*b).to_bits()),
             "dequant bf16 n={n}"
         );
+    }
+}
+
+#[test]
+fn fp4_reference_tables_agree() {
+    // The midpoints the scalar reference derives equal the nf4 crate's FP4_SORTED_MIDPOINT_BITS.
+    const MIDS: [u32; 15] = [
+        0xbf555556, 0xbf155556, 0xbed55556, 0xbe955556, 0xbe555556, 0xbdb00000, 0xbb2aaaab, 0x00000000, 0x3b2aaaab,
+        0x3db00000, 0x3e555556, 0x3e955556, 0x3ed55556, 0x3f155556, 0x3f555556,
+    ];
+    let sorted: Vec<f32> = FP4_SORTED_TO_CODE.iter().map(|&c| f32::from_bits(FP4_DEQUANT_BITS[c as usize])).collect();
+    assert!(sorted.windows(2).all(|w| w[0] <= w[1]), "FP4 sorted order");
+    let mids: Vec<u32> = sorted.windows(2).map(|w| ((w[0] + w[1]) / 2.0).to_bits()).collect();
+    assert_eq!(mids, MIDS);
+    // Every code value quantizes to itself (the two zeros to code 0), ties to the lower index.
+    for (c, &b) in FP4_DEQUANT_BITS.iter().enumerate() {
+        let want = if c == 8 { 0 } else { c as u8 };
+        assert_eq!(fp4_code(f32::from_bits(b)), want, "code {c}");
+    }
+    assert_eq!(fp4_code(f32::from_bits(MIDS[14])), FP4_SORTED_TO_CODE[14]);
+    assert_eq!(fp4_code(f32::from_bits(MIDS[14]).next_up()), FP4_SORTED_TO_CODE[15]);
+    assert_eq!(fp4_quantize_spec(&[1.0, -1.0, 0.5], 64).0, vec![0x3B, 0x50]);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check.sh runs it"]
+fn fp4_quantize_and_dequantize_are_bit_exact() {
+    let Some(dev) = gpu("nf4") else { return };
+    let dynm = dynamic_map(true);
+    for (n, seed) in [(3usize, 11u64), (64, 12), (1023, 13), (4096, 14), (65_536 + 33, 15)] {
+        let mut x = randn(n, 180 + seed);
+        if n > 700 {
+            x[320..384].iter_mut().for_each(|v| *v = 0.0); // an all-zero block
+            x[400] = 3000.0; // an outlier
+            x[500] = -0.0;
+        }
+        let (packed, absmax) = run::run_fp4_quantize(&dev, &x, 64).unwrap();
+        let (wp, wa) = fp4_quantize_spec(&x, 64);
+        assert_eq!(absmax, wa, "fp4 absmax n={n}");
+        assert_eq!(packed, wp, "fp4 packed n={n}");
+        let xb = to_bf16(&x);
+        let (pb, ab) = run::run_fp4_quantize(&dev, &xb, 64).unwrap();
+        assert_eq!((pb, ab), fp4_quantize_spec(&widen(&xb), 64), "fp4 bf16 input n={n}");
+        let offset = (absmax.iter().map(|&a| a as f64).sum::<f64>() / absmax.len() as f64) as f32;
+        let nested = run::run_nf4_double_quant(&dev, &absmax, &dynm, Some(offset)).unwrap();
+        let (wc, wn) = double_quant_spec(&absmax, offset, &dynm);
+        let wr: Vec<f32> = wc.iter().enumerate().map(|(b, &q)| dynm[q as usize] * wn[b / 256] + offset).collect();
+        let unpack = |a: &[f32]| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let q = (packed[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 15;
+                    f32::from_bits(FP4_DEQUANT_BITS[q as usize]) * a[i / 64]
+                })
+                .collect()
+        };
+        let (w_plain, w_nested) = (unpack(&absmax), unpack(&wr));
+        let got: Vec<f32> = run::run_fp4_dequantize(&dev, &packed, n, 64, Some(&absmax), None).unwrap();
+        assert!(got.iter().zip(&w_plain).all(|(a, b)| a.to_bits() == b.to_bits()), "fp4 dequant plain n={n}");
+        let got: Vec<f32> = run::run_fp4_dequantize(&dev, &packed, n, 64, None, Some((&nested, &dynm))).unwrap();
+        assert!(got.iter().zip(&w_nested).all(|(a, b)| a.to_bits() == b.to_bits()), "fp4 dequant nested n={n}");
+        let got: Vec<bf16> = run::run_fp4_dequantize(&dev, &packed, n, 64, Some(&absmax), None).unwrap();
+        assert!(
+            got.iter().zip(&w_plain).all(|(a, b)| a.to_bits() == bf16::from_f32(*b).to_bits()),
+            "fp4 dequant bf16 n={n}"
+        );
+        // The NF4 kernels on the same bytes still use the NF4 table (separate kernels, one params).
+        let nf: Vec<f32> = run::run_nf4_dequantize(&dev, &packed, n, 64, Some(&absmax), None).unwrap();
+        assert!(n < 64 || nf.iter().zip(&w_plain).any(|(a, b)| a.to_bits() != b.to_bits()), "nf4 vs fp4 n={n}");
     }
 }
 

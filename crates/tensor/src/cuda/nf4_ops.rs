@@ -2,8 +2,9 @@
 //! (`F32`, double quantization already undone) live on the device, and these functions
 //! dequantize it (all of it, or a range of rows so callers can go slab by slab) and run the
 //! fused NF4 linear forward, with no host round trip. Kernels: `kernels/nf4.cu`
-//! (`nf4_dequantize_{f32,bf16}`, given the plain absmax) and `kernels/nf4_linear.cu`
-//! (`nf4_linear_fwd_bf16`, bf16 `mma.sync` with f32 accumulation).
+//! (`nf4_dequantize_{f32,bf16}` and, for bitsandbytes' FP4, `fp4_dequantize_{f32,bf16}`, given
+//! the plain absmax) and `kernels/nf4_linear.cu` (`nf4_linear_fwd_bf16`, bf16 `mma.sync` with
+//! f32 accumulation, NF4 only).
 //!
 //! Layout (bitsandbytes'): blocks of `blocksize` elements run over the row-major flattened
 //! `(rows, cols)` weight, one f32 absmax per block; element 2j is the high nibble of byte j.
@@ -11,8 +12,8 @@
 //! to the dtype, which the kernel matches bit for bit; the linear against dequantize-to-bf16 and
 //! a matmul (tests in crates/nf4/tests/cuda_nf4.rs).
 //!
-//! Deliberately not here: FP4 (the kernels hold the NF4 table only, so any other code book is an
-//! error), the double-quant state (callers restore the absmax once and upload it), quantizing on
+//! Deliberately not here: code books other than NF4 and FP4 (an error), FP4 in the fused linear
+//! (it holds the NF4 table; FP4 callers dequantize + matmul), the double-quant state (callers restore the absmax once and upload it), quantizing on
 //! the device, the input gradient (dequantize + cuBLAS, in crates/nf4). The two launches are
 //! written here, beside their checks, as `run/nf4.rs` writes its own.
 
@@ -38,6 +39,24 @@ pub const NF4_CODE: [f32; 16] = {
     c
 };
 
+const FP4_DEQUANT_BITS: [u32; 16] = [
+    0x00000000, 0x3baaaaab, 0x3f2aaaab, 0x3f800000, 0x3eaaaaab, 0x3f000000, 0x3e2aaaab, 0x3e800000, 0x80000000,
+    0xbbaaaaab, 0xbf2aaaab, 0xbf800000, 0xbeaaaaab, 0xbf000000, 0xbe2aaaab, 0xbe800000,
+];
+
+/// The FP4 table `fp4_dequantize_*` multiplies by (`FP4_DEQUANT_BITS` in nf4.cu): bitsandbytes'
+/// FP4 as its kernels dequantize it, sign x magnitude, so code 8 is -0.0. A test compares the
+/// `.cu` literals with it.
+pub const FP4_CODE: [f32; 16] = {
+    let mut c = [0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        c[i] = f32::from_bits(FP4_DEQUANT_BITS[i]);
+        i += 1;
+    }
+    c
+};
+
 /// Rows and columns of y one block of `nf4_linear_fwd_bf16` computes (`L_BM`, `L_BN`).
 pub const NF4_LINEAR_TILE: usize = 64;
 /// Blocks a grid's y dimension can hold: the linear's row tiles of M.
@@ -45,16 +64,21 @@ const MAX_GRID_Y: usize = 65_535;
 /// Largest M, N or K the linear takes: its `int` indices run up to a tile past the end.
 const MAX_LINEAR_DIM: usize = i32::MAX as usize - NF4_LINEAR_TILE;
 
-/// Error unless `code` is the NF4 table bit for bit.
-fn check_code(op: &'static str, code: &[f32; 16]) -> Result<()> {
-    if code.iter().zip(&NF4_CODE).all(|(a, b)| a.to_bits() == b.to_bits()) {
-        return Ok(());
+/// The dequantize kernel's name stem for `code`: `nf4_dequantize` for the NF4 table,
+/// `fp4_dequantize` for the FP4 one (bit for bit, -0.0 included); any other table is an error.
+fn dequantize_kernel(op: &'static str, code: &[f32; 16]) -> Result<&'static str> {
+    let same = |table: &[f32; 16]| code.iter().zip(table).all(|(a, b)| a.to_bits() == b.to_bits());
+    if same(&NF4_CODE) {
+        Ok("nf4_dequantize")
+    } else if same(&FP4_CODE) {
+        Ok("fp4_dequantize")
+    } else {
+        Err(Error::invalid(
+            op,
+            "the CUDA kernels dequantize NF4 or FP4 only (kernels/nf4.cu's NF4_CODE, FP4_DEQUANT_BITS); this \
+             code book is neither",
+        ))
     }
-    Err(Error::invalid(
-        op,
-        "the CUDA kernels dequantize NF4 only (kernels/nf4.cu's NF4_CODE); this code book is not NF4 \
-         (FP4 weights dequantize on the CPU)",
-    ))
 }
 
 /// Error unless `t` has `dtype` and `len` elements (the device is checked separately).
@@ -121,7 +145,7 @@ fn dequantize_flat(
         DType::BF16 => "bf16",
         _ => return Err(Error::UnsupportedDType { op, dtype }),
     };
-    check_code(op, code)?;
+    let kernel = dequantize_kernel(op, code)?;
     if blocksize < 2 || !blocksize.is_multiple_of(2) {
         return Err(Error::invalid(op, format!("blocksize {blocksize} must be even (NF4 uses 32..4096)")));
     }
@@ -145,7 +169,7 @@ fn dequantize_flat(
         blocksize: bs,
         ..Default::default() // qabsmax, nested_absmax, dyn_code null: the absmax is plain
     };
-    dev.launch("nf4", &format!("nf4_dequantize_{sfx}"), Launch::elementwise(plan.n.div_ceil(2)), &p)?;
+    dev.launch("nf4", &format!("{kernel}_{sfx}"), Launch::elementwise(plan.n.div_ceil(2)), &p)?;
     if plan.skip == 0 {
         Ok(out)
     } else {
@@ -155,7 +179,8 @@ fn dequantize_flat(
 
 /// The NF4 weight of `shape` dequantized to `dtype` (F32 or BF16) on its device: `packed` holds
 /// `ceil(n/2)` code bytes and `absmax` the `ceil(n/blocksize)` restored f32 scales, both on one
-/// CUDA device (views are fine); `code` must be [`NF4_CODE`]. Bit for bit the CPU's values.
+/// CUDA device (views are fine); `code` must be [`NF4_CODE`] or [`FP4_CODE`]. Bit for bit the CPU's
+/// values.
 pub fn dequantize(
     packed: &Tensor,
     absmax: &Tensor,
@@ -296,7 +321,7 @@ pub fn nf4_linear_fwd(
 #[cfg(test)]
 mod tests {
     //! Host logic without a GPU: the code book against the `.cu` literals, the range plan against
-    //! `nf4_dequantize_impl` written out in Rust, and every argument error (raised before any
+    //! `dequantize4_impl` (NF4) written out in Rust, and every argument error (raised before any
     //! device is touched, so CPU tensors reach them; valid CPU tensors get `Error::Device`).
     use super::*;
     use crate::Rng;
@@ -321,7 +346,21 @@ mod tests {
         }
     }
 
-    /// nf4.cu `nf4_dequantize_impl` with `p.absmax` set, one loop iteration per packed byte.
+    #[test]
+    fn fp4_code_is_the_kernels_table() {
+        let src = include_str!("../../../../kernels/nf4.cu");
+        let at = src.find("FP4_DEQUANT_BITS[16] = {").expect("FP4_DEQUANT_BITS not in nf4.cu");
+        let body = &src[at..];
+        let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
+        let got: Vec<u32> = body
+            .split(',')
+            .map(|s| u32::from_str_radix(s.trim().trim_start_matches("0x").trim_end_matches('u'), 16).unwrap())
+            .collect();
+        assert_eq!(got, FP4_CODE.map(f32::to_bits).to_vec());
+        assert_eq!(FP4_CODE[8].to_bits(), 0x8000_0000, "code 8 is -0.0");
+    }
+
+    /// nf4.cu `dequantize4_impl` (NF4) with `p.absmax` set, one loop iteration per packed byte.
     fn emulate_dequantize(packed: &[u8], absmax: &[f32], n: usize, blocksize: usize) -> Vec<f32> {
         let mut out = vec![f32::NAN; n];
         for (j, &byte) in packed[..n.div_ceil(2)].iter().enumerate() {
@@ -384,7 +423,10 @@ mod tests {
             |p: &Tensor, a: &Tensor, code: &[f32; 16], bs: usize, dt: DType| dequantize(p, a, code, bs, &shape, dt);
         let mut fp4 = NF4_CODE;
         fp4[3] = 1.0 / 3.0;
-        assert!(invalid_msg(deq(&packed, &absmax, &fp4, bs, DType::F32)).contains("NF4 only"));
+        assert!(invalid_msg(deq(&packed, &absmax, &fp4, bs, DType::F32)).contains("NF4 or FP4 only"));
+        let mut fp4_plus_zero = FP4_CODE;
+        fp4_plus_zero[8] = 0.0; // the serialized quant_map's +0.0 is not the kernel's table
+        assert!(invalid_msg(deq(&packed, &absmax, &fp4_plus_zero, bs, DType::F32)).contains("NF4 or FP4 only"));
         assert!(matches!(
             deq(&packed, &absmax, &NF4_CODE, bs, DType::F16),
             Err(Error::UnsupportedDType { dtype: DType::F16, .. })
@@ -401,6 +443,8 @@ mod tests {
         for r in [
             deq(&packed, &absmax, &NF4_CODE, bs, DType::F32),
             dequantize_rows(&packed, &absmax, &NF4_CODE, bs, (rows, cols), 1, 2, DType::BF16),
+            deq(&packed, &absmax, &FP4_CODE, bs, DType::BF16),
+            dequantize_rows(&packed, &absmax, &FP4_CODE, bs, (rows, cols), 1, 2, DType::F32),
         ] {
             assert!(matches!(&r, Err(Error::Device(m)) if m.contains("expected a tensor on CUDA")), "{r:?}");
         }

@@ -1,4 +1,5 @@
-//! `run_*` entry points: NF4 quantization, double quantization, dequantization and the NF4 linear.
+//! `run_*` entry points: NF4 (and bitsandbytes FP4) quantization, double quantization,
+//! dequantization and the NF4 linear.
 
 use super::*;
 use crate::cuda::device::{CudaDevice, Launch};
@@ -9,8 +10,24 @@ use crate::{bf16, Error, Result};
 
 /// NF4 quantization of `x` (flattened) in blocks of `blocksize`: `(packed, absmax)`.
 pub fn run_nf4_quantize<E: KernelFloat>(dev: &CudaDevice, x: &[E], blocksize: usize) -> Result<(Vec<u8>, Vec<f32>)> {
+    quantize_4bit(dev, x, blocksize, "nf4_quantize", "cuda::run_nf4_quantize")
+}
+
+/// bitsandbytes FP4 quantization of `x` (flattened) in blocks of `blocksize`: `(packed, absmax)`,
+/// with NF4's blocks, scaling and packing (the odd-count pad nibble is FP4's code of 0.0, 0).
+pub fn run_fp4_quantize<E: KernelFloat>(dev: &CudaDevice, x: &[E], blocksize: usize) -> Result<(Vec<u8>, Vec<f32>)> {
+    quantize_4bit(dev, x, blocksize, "fp4_quantize", "cuda::run_fp4_quantize")
+}
+
+fn quantize_4bit<E: KernelFloat>(
+    dev: &CudaDevice,
+    x: &[E],
+    blocksize: usize,
+    kernel: &str,
+    op: &'static str,
+) -> Result<(Vec<u8>, Vec<f32>)> {
     if blocksize < 2 || blocksize & 1 == 1 {
-        return Err(Error::invalid("cuda::run_nf4_quantize", format!("blocksize {blocksize} must be even")));
+        return Err(Error::invalid(op, format!("blocksize {blocksize} must be even")));
     }
     let n = x.len();
     let nb = n.div_ceil(blocksize);
@@ -20,10 +37,10 @@ pub fn run_nf4_quantize<E: KernelFloat>(dev: &CudaDevice, x: &[E], blocksize: us
         absmax: dev.ptr(&absmax),
         x: dev.ptr(&dx),
         n: n as i64,
-        blocksize: i32_of("cuda::run_nf4_quantize", "blocksize", blocksize)?,
+        blocksize: i32_of(op, "blocksize", blocksize)?,
         _pad: 0,
     };
-    dev.launch("nf4", &k("nf4_quantize", E::SUFFIX), Launch::rows(nb, 128), &p)?;
+    dev.launch("nf4", &k(kernel, E::SUFFIX), Launch::rows(nb, 128), &p)?;
     Ok((down_raw(dev, &packed, n.div_ceil(2))?, down_raw(dev, &absmax, nb)?))
 }
 
@@ -100,13 +117,40 @@ pub fn run_nf4_dequantize<E: KernelFloat>(
     absmax: Option<&[f32]>,
     nested: Option<(&Nf4Nested, &[f32; 256])>,
 ) -> Result<Vec<E>> {
+    dequantize_4bit(dev, packed, n, blocksize, absmax, nested, "nf4_dequantize", "cuda::run_nf4_dequantize")
+}
+
+/// bitsandbytes FP4 dequantization of `n` values (code 8 gives -0.0, as bnb's sign x magnitude);
+/// `absmax` plain, or the nested state restored on the fly.
+pub fn run_fp4_dequantize<E: KernelFloat>(
+    dev: &CudaDevice,
+    packed: &[u8],
+    n: usize,
+    blocksize: usize,
+    absmax: Option<&[f32]>,
+    nested: Option<(&Nf4Nested, &[f32; 256])>,
+) -> Result<Vec<E>> {
+    dequantize_4bit(dev, packed, n, blocksize, absmax, nested, "fp4_dequantize", "cuda::run_fp4_dequantize")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dequantize_4bit<E: KernelFloat>(
+    dev: &CudaDevice,
+    packed: &[u8],
+    n: usize,
+    blocksize: usize,
+    absmax: Option<&[f32]>,
+    nested: Option<(&Nf4Nested, &[f32; 256])>,
+    kernel: &str,
+    op: &'static str,
+) -> Result<Vec<E>> {
     let dp = dev.upload(packed)?;
     let out = dev.zeros::<E::Dev>(n)?;
     let mut p = Nf4DequantParams {
         out: dev.ptr(&out),
         packed: dev.ptr(&dp),
         n: n as i64,
-        blocksize: i32_of("cuda::run_nf4_dequantize", "blocksize", blocksize)?,
+        blocksize: i32_of(op, "blocksize", blocksize)?,
         ..Default::default()
     };
     // Keep every uploaded buffer alive until the download.
@@ -128,9 +172,9 @@ pub fn run_nf4_dequantize<E: KernelFloat>(
             _keep_plain = None;
             _keep_nested = Some((dq, dn, dc));
         }
-        (None, None) => return Err(Error::invalid("cuda::run_nf4_dequantize", "needs absmax or the nested state")),
+        (None, None) => return Err(Error::invalid(op, "needs absmax or the nested state")),
     }
-    dev.launch("nf4", &k("nf4_dequantize", E::SUFFIX), Launch::elementwise(n.div_ceil(2)), &p)?;
+    dev.launch("nf4", &k(kernel, E::SUFFIX), Launch::elementwise(n.div_ceil(2)), &p)?;
     down(dev, &out, n)
 }
 
