@@ -19,8 +19,8 @@
 //! [`adamw_step_raw`] makes its pages resident and keeps them so for the launch).
 
 use super::device::{CudaDevice, Launch};
-use super::params::{Adamw8bitParams, AdamwParams, ClipParams, SumSqFinishParams, SumSqParams};
-use super::run::SUMSQ_BLOCKS;
+use super::params::{ClipParams, SumSqFinishParams, SumSqParams};
+use super::run::{launch_adamw, launch_adamw8bit, SUMSQ_BLOCKS};
 use super::{resident, CudaStorage};
 use crate::{CpuStorage, DType, Device, Error, Result, Tensor};
 
@@ -78,22 +78,7 @@ pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: AdamStep) -
     if n == 0 {
         return Ok(());
     }
-    let prm = AdamwParams {
-        p: addr(p, ps),
-        g: addr(g, gs),
-        m: addr(m, ms),
-        v: addr(v, vs),
-        n: n as i64,
-        b1: c.b1,
-        one_minus_b1: c.one_minus_b1,
-        b2: c.b2,
-        one_minus_b2: c.one_minus_b2,
-        decay: c.decay.unwrap_or(1.0),
-        step_size: c.step_size,
-        eps_hat: c.eps_hat,
-        has_decay: c.decay.is_some() as i32,
-    };
-    dev.launch("adamw", "adamw_fwd_f32", Launch::elementwise(n), &prm)
+    launch_adamw(dev, [addr(p, ps), addr(g, gs), addr(m, ms), addr(v, vs)], n, c)
 }
 
 /// [`adamw_step`] on elements `range` of `p` and `g` with m and v given as raw device addresses:
@@ -138,22 +123,8 @@ pub unsafe fn adamw_step_raw(
     if len == 0 {
         return Ok(());
     }
-    let prm = AdamwParams {
-        p: ps.ptr_at(p.layout().offset() + range.start),
-        g: gs.ptr_at(g.layout().offset() + range.start),
-        m: m_ptr,
-        v: v_ptr,
-        n: len as i64,
-        b1: c.b1,
-        one_minus_b1: c.one_minus_b1,
-        b2: c.b2,
-        one_minus_b2: c.one_minus_b2,
-        decay: c.decay.unwrap_or(1.0),
-        step_size: c.step_size,
-        eps_hat: c.eps_hat,
-        has_decay: c.decay.is_some() as i32,
-    };
-    dev.launch("adamw", "adamw_fwd_f32", Launch::elementwise(len), &prm)
+    let (pa, ga) = (ps.ptr_at(p.layout().offset() + range.start), gs.ptr_at(g.layout().offset() + range.start));
+    launch_adamw(dev, [pa, ga, m_ptr, v_ptr], len, c)
 }
 
 /// What the blockwise 8-bit kernel reads and writes besides `p` and `g`: for `n` parameters,
@@ -200,29 +171,8 @@ pub fn adamw8bit_step(p: &Tensor, g: &Tensor, s: Adam8bitTensors<'_>, c: AdamSte
     if n == 0 {
         return Ok(());
     }
-    let [g_addr, m_codes, v_codes, absmax_m, absmax_v, signed_map, unsigned_map] = a;
-    let prm = Adamw8bitParams {
-        p: addr(p, ps),
-        g: g_addr,
-        m_codes,
-        v_codes,
-        absmax_m,
-        absmax_v,
-        signed_map,
-        unsigned_map,
-        n: n as i64,
-        b1: c.b1,
-        one_minus_b1: c.one_minus_b1,
-        b2: c.b2,
-        one_minus_b2: c.one_minus_b2,
-        decay: c.decay.unwrap_or(1.0),
-        step_size: c.step_size,
-        eps_hat: c.eps_hat,
-        has_decay: c.decay.is_some() as i32,
-    };
-    // One 256-thread block per quantization block (the kernel's shared maps and 8-warp absmax
-    // need exactly 256), grid-stride beyond 65535 blocks.
-    dev.launch("adamw", "adamw8bit_fwd_f32", Launch::linear(nb.clamp(1, 65_535) as u32, 256), &prm)
+    let [g, m_codes, v_codes, absmax_m, absmax_v, signed_map, unsigned_map] = a;
+    launch_adamw8bit(dev, [addr(p, ps), g, m_codes, v_codes, absmax_m, absmax_v, signed_map, unsigned_map], n, c)
 }
 
 /// The L2 norm of `g` (a contiguous f32 CUDA tensor) as a one-element f32 tensor on its device,

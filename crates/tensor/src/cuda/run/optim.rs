@@ -40,6 +40,55 @@ impl AdamStep {
     }
 }
 
+/// Queues `adamw_fwd_f32` over `n` elements at the device addresses `[p, g, m, v]`: the one
+/// launch of the 32-bit step, shared by [`run_adamw`] and `optim_ops` (training).
+pub(crate) fn launch_adamw(dev: &CudaDevice, [p, g, m, v]: [u64; 4], n: usize, c: AdamStep) -> Result<()> {
+    let prm = AdamwParams {
+        p,
+        g,
+        m,
+        v,
+        n: n as i64,
+        b1: c.b1,
+        one_minus_b1: c.one_minus_b1,
+        b2: c.b2,
+        one_minus_b2: c.one_minus_b2,
+        decay: c.decay.unwrap_or(1.0),
+        step_size: c.step_size,
+        eps_hat: c.eps_hat,
+        has_decay: c.decay.is_some() as i32,
+    };
+    dev.launch("adamw", "adamw_fwd_f32", Launch::elementwise(n), &prm)
+}
+
+/// Queues `adamw8bit_fwd_f32` over `n` parameters at the device addresses `[p, g, m_codes,
+/// v_codes, absmax_m, absmax_v, signed_map, unsigned_map]`: one 256-thread block per quantization
+/// block (the kernel's shared maps and 8-warp absmax need exactly 256), grid-stride past 65535
+/// blocks. Shared by [`run_adamw8bit`] and `optim_ops`.
+pub(crate) fn launch_adamw8bit(dev: &CudaDevice, a: [u64; 8], n: usize, c: AdamStep) -> Result<()> {
+    let [p, g, m_codes, v_codes, absmax_m, absmax_v, signed_map, unsigned_map] = a;
+    let prm = Adamw8bitParams {
+        p,
+        g,
+        m_codes,
+        v_codes,
+        absmax_m,
+        absmax_v,
+        signed_map,
+        unsigned_map,
+        n: n as i64,
+        b1: c.b1,
+        one_minus_b1: c.one_minus_b1,
+        b2: c.b2,
+        one_minus_b2: c.one_minus_b2,
+        decay: c.decay.unwrap_or(1.0),
+        step_size: c.step_size,
+        eps_hat: c.eps_hat,
+        has_decay: c.decay.is_some() as i32,
+    };
+    dev.launch("adamw", "adamw8bit_fwd_f32", Launch::linear(n.div_ceil(256).clamp(1, 65_535) as u32, 256), &prm)
+}
+
 /// 32-bit AdamW step: returns `(p, m, v)` after the step.
 pub fn run_adamw(
     dev: &CudaDevice,
@@ -51,22 +100,7 @@ pub fn run_adamw(
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let n = p.len();
     let (dp, dg, dm, dv) = (dev.upload(p)?, dev.upload(g)?, dev.upload(m)?, dev.upload(v)?);
-    let prm = AdamwParams {
-        p: dev.ptr(&dp),
-        g: dev.ptr(&dg),
-        m: dev.ptr(&dm),
-        v: dev.ptr(&dv),
-        n: n as i64,
-        b1: c.b1,
-        one_minus_b1: c.one_minus_b1,
-        b2: c.b2,
-        one_minus_b2: c.one_minus_b2,
-        decay: c.decay.unwrap_or(1.0),
-        step_size: c.step_size,
-        eps_hat: c.eps_hat,
-        has_decay: c.decay.is_some() as i32,
-    };
-    dev.launch("adamw", "adamw_fwd_f32", Launch::elementwise(n), &prm)?;
+    launch_adamw(dev, [dev.ptr(&dp), dev.ptr(&dg), dev.ptr(&dm), dev.ptr(&dv)], n, c)?;
     Ok((down_raw(dev, &dp, n)?, down_raw(dev, &dm, n)?, down_raw(dev, &dv, n)?))
 }
 
@@ -96,26 +130,9 @@ pub fn run_adamw8bit(
     let (mc, vc) = (dev.upload(&state.m_codes)?, dev.upload(&state.v_codes)?);
     let (am, av) = (dev.upload(&state.absmax_m)?, dev.upload(&state.absmax_v)?);
     let (sm, um) = (dev.upload(&signed_map[..])?, dev.upload(&unsigned_map[..])?);
-    let prm = Adamw8bitParams {
-        p: dev.ptr(&dp),
-        g: dev.ptr(&dg),
-        m_codes: dev.ptr(&mc),
-        v_codes: dev.ptr(&vc),
-        absmax_m: dev.ptr(&am),
-        absmax_v: dev.ptr(&av),
-        signed_map: dev.ptr(&sm),
-        unsigned_map: dev.ptr(&um),
-        n: n as i64,
-        b1: c.b1,
-        one_minus_b1: c.one_minus_b1,
-        b2: c.b2,
-        one_minus_b2: c.one_minus_b2,
-        decay: c.decay.unwrap_or(1.0),
-        step_size: c.step_size,
-        eps_hat: c.eps_hat,
-        has_decay: c.decay.is_some() as i32,
-    };
-    dev.launch("adamw", "adamw8bit_fwd_f32", Launch::linear(nb.clamp(1, 65_535) as u32, 256), &prm)?;
+    let (cm, cv) = (dev.ptr(&mc), dev.ptr(&vc));
+    let addrs = [dev.ptr(&dp), dev.ptr(&dg), cm, cv, dev.ptr(&am), dev.ptr(&av), dev.ptr(&sm), dev.ptr(&um)];
+    launch_adamw8bit(dev, addrs, n, c)?;
     state.m_codes = down_raw(dev, &mc, n)?;
     state.v_codes = down_raw(dev, &vc, n)?;
     state.absmax_m = down_raw(dev, &am, nb)?;
