@@ -29,7 +29,7 @@ fn derr(e: impl std::fmt::Display) -> Error {
 pub fn time_ms(dev: &CudaDevice, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     dev.synchronize()?;
-    let s = dev.stream();
+    let s = dev.stream()?;
     let start = s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(derr)?;
     for _ in 0..iters {
         f()?;
@@ -49,7 +49,7 @@ fn rand_bf16(dev: &CudaDevice, n: usize, seed: u64) -> Result<DeviceBuffer<u16>>
     let v: Vec<u16> = (0..n).map(|_| crate::bf16::from_f32(r.uniform() * 2.0 - 1.0).to_bits()).collect();
     dev.upload(&v)
 }
-fn zeros<T: DeviceRepr + ValidAsZeroBits>(dev: &CudaDevice, n: usize) -> Result<DeviceBuffer<T>> {
+fn zeros<T: DeviceRepr + ValidAsZeroBits + Copy>(dev: &CudaDevice, n: usize) -> Result<DeviceBuffer<T>> {
     dev.zeros(n)
 }
 
@@ -58,7 +58,7 @@ pub fn copy_bandwidth(dev: &CudaDevice) -> Result<(f64, BenchRow)> {
     let n = 256 << 20; // f32 elements: 1 GiB
     let src = rand_f32(dev, n, 1)?;
     let mut dst = zeros::<f32>(dev, n)?;
-    let ms = time_ms(dev, 10, || dev.stream().memcpy_dtod(&src, &mut dst).map_err(derr))?;
+    let ms = time_ms(dev, 10, || dev.copy_range(&src, 0..n, &mut dst))?;
     let bytes = 2.0 * 4.0 * n as f64;
     Ok((bytes / ms / 1e6, BenchRow { name: "memcpy d2d (ceiling)".into(), ms, bytes, flops: 0.0 }))
 }
@@ -70,7 +70,7 @@ pub fn cublas_bf16_rate(dev: &CudaDevice, m: usize, k: usize, n: usize) -> Resul
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
         return Err(Error::Device("cuda bench: libcublas not found".into()));
     }
-    let blas = cudarc::cublas::CudaBlas::new(dev.stream().clone()).map_err(derr)?;
+    let blas = cudarc::cublas::CudaBlas::new(dev.stream()?.clone()).map_err(derr)?;
     let (a, b, c) = (rand_bf16(dev, m * k, 2)?, rand_bf16(dev, n * k, 3)?, zeros::<u16>(dev, m * n)?);
     let (pa, pb, pc) = (dev.ptr(&a), dev.ptr(&b), dev.ptr(&c));
     let (alpha, beta) = (1.0f32, 0.0f32);

@@ -1,6 +1,8 @@
 //! One CUDA device: its context, one stream that every launch, copy and cuBLAS call goes through
 //! (so no cross-stream synchronisation is needed), the PTX modules loaded on first use, and the
-//! cuBLAS handle created on the first matmul.
+//! cuBLAS handle created on the first matmul. With the `cuda-emu` feature a device can instead be
+//! the emulator ([`super::emu`]): the same calls, on host memory, with the kernels compiled for
+//! the CPU.
 
 use super::ptx;
 use crate::{Error, Result};
@@ -10,14 +12,55 @@ use cudarc::driver::{
     ValidAsZeroBits,
 };
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 fn derr(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Device(format!("cuda: {what}: {e}"))
 }
 
-/// A device buffer of `len` elements of `T`.
-pub type DeviceBuffer<T> = CudaSlice<T>;
+/// A device buffer of `len` elements of `T`: driver memory, or host memory on the emulator.
+pub enum DeviceBuffer<T> {
+    Driver(CudaSlice<T>),
+    #[cfg(feature = "cuda-emu")]
+    Emulated(super::emu::EmuBuffer<T>),
+}
+
+impl<T> DeviceBuffer<T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Driver(b) => b.len(),
+            #[cfg(feature = "cuda-emu")]
+            Self::Emulated(b) => b.len(),
+        }
+    }
+    /// True when the buffer holds no elements (never: buffers hold at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a [`CudaDevice`] runs on.
+enum Backend {
+    Driver(Driver),
+    #[cfg(feature = "cuda-emu")]
+    Emulated,
+}
+
+/// A real device through the driver.
+struct Driver {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// The cuBLAS handle on `stream`, created on the first matmul.
+    blas: Mutex<Option<Arc<CudaBlas>>>,
+}
+
+#[cfg(feature = "cuda-emu")]
+fn mismatched() -> Error {
+    Error::Device("cuda: a buffer of one backend passed to a device of the other (driver vs emulator)".into())
+}
 
 /// Grid, block and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,14 +89,10 @@ impl Launch {
 /// A CUDA device with its context, stream and loaded modules.
 pub struct CudaDevice {
     ordinal: usize,
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
     major: i32,
     minor: i32,
     name: String,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    /// The cuBLAS handle on `stream`, created on the first matmul.
-    blas: Mutex<Option<Arc<CudaBlas>>>,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -122,8 +161,16 @@ impl CudaDevice {
         Ok(d)
     }
 
-    /// A fresh context on `ordinal` (prefer [`CudaDevice::get`], which shares one per ordinal).
+    /// A fresh context on `ordinal` (prefer [`CudaDevice::get`], which shares one per ordinal);
+    /// the emulator when it is selected ([`super::emu::selected`]).
     pub fn new(ordinal: usize) -> Result<Self> {
+        #[cfg(feature = "cuda-emu")]
+        if super::emu::selected() {
+            if ordinal != 0 {
+                return Err(Error::Device(format!("cuda: device {ordinal} requested, the emulator is device 0")));
+            }
+            return Ok(Self::emulator());
+        }
         let count = super::device_count()?;
         if ordinal >= count {
             return Err(Error::Device(format!("cuda: device {ordinal} requested, {count} present")));
@@ -140,16 +187,34 @@ impl CudaDevice {
             let _ = mem_pool(&ctx)
                 .and_then(|pool| set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX));
         }
-        Ok(Self {
-            ordinal,
-            ctx,
-            stream,
-            major,
-            minor,
-            name,
-            modules: Mutex::new(HashMap::new()),
-            blas: Mutex::new(None),
-        })
+        let driver = Driver { ctx, stream, modules: Mutex::new(HashMap::new()), blas: Mutex::new(None) };
+        Ok(Self { ordinal, major, minor, name, backend: Backend::Driver(driver) })
+    }
+
+    /// The emulator as device 0: the kernels run on the CPU (an sm_90 device by its PTX choice).
+    #[cfg(feature = "cuda-emu")]
+    pub fn emulator() -> Self {
+        Self {
+            ordinal: 0,
+            major: 9,
+            minor: 0,
+            name: "CUDA emulator (kernels on the CPU)".into(),
+            backend: Backend::Emulated,
+        }
+    }
+
+    /// True when this device is the emulator.
+    pub fn is_emulated(&self) -> bool {
+        !matches!(self.backend, Backend::Driver(_))
+    }
+
+    fn driver(&self, what: &str) -> Result<&Driver> {
+        let _ = what;
+        match &self.backend {
+            Backend::Driver(d) => Ok(d),
+            #[cfg(feature = "cuda-emu")]
+            Backend::Emulated => Err(Error::Device(format!("cuda: {what} needs a real GPU (this is the emulator)"))),
+        }
     }
 
     /// The ordinal.
@@ -164,19 +229,21 @@ impl CudaDevice {
     pub fn compute_capability(&self) -> (i32, i32) {
         (self.major, self.minor)
     }
-    /// The cudarc context (for cuBLAS and other libraries).
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+    /// The cudarc context (for cuBLAS and other libraries); the emulator has none.
+    pub fn context(&self) -> Result<&Arc<CudaContext>> {
+        Ok(&self.driver("a CUDA context")?.ctx)
     }
-    /// The stream every launch and copy of this device goes through.
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// The stream every launch and copy of this device goes through; the emulator has none
+    /// (its launches and copies complete before they return).
+    pub fn stream(&self) -> Result<&Arc<CudaStream>> {
+        Ok(&self.driver("a CUDA stream")?.stream)
     }
 
     /// The cuBLAS handle bound to this device's stream, created on first use. A missing
     /// `libcublas` is `Error::Device` (cudarc would panic on the first call instead).
     pub fn blas(&self) -> Result<Arc<CudaBlas>> {
-        let mut slot = self.blas.lock().map_err(|_| Error::Device("cuda: cuBLAS handle poisoned".into()))?;
+        let d = self.driver("cuBLAS")?;
+        let mut slot = d.blas.lock().map_err(|_| Error::Device("cuda: cuBLAS handle poisoned".into()))?;
         if let Some(b) = slot.as_ref() {
             return Ok(b.clone());
         }
@@ -184,7 +251,7 @@ impl CudaDevice {
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
             return Err(Error::Device("cuda: libcublas not found (matmul on CUDA needs cuBLAS)".into()));
         }
-        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(|e| derr("create cuBLAS handle", e))?);
+        let b = Arc::new(CudaBlas::new(d.stream.clone()).map_err(|e| derr("create cuBLAS handle", e))?);
         *slot = Some(b.clone());
         Ok(b)
     }
@@ -194,16 +261,23 @@ impl CudaDevice {
     /// of memory handed to tensors (`used_peak`, what PyTorch calls max allocated) and of memory
     /// the pool held (`reserved_peak`, max reserved); `device_used` is the whole device's use as
     /// the driver reports it (other processes, cuBLAS workspaces and modules included).
+    /// On the emulator: its live buffers now and at the peak (every emulated device shares them).
     pub fn memory(&self) -> Result<MemoryStats> {
         self.synchronize()?;
-        let (free, total) = self.ctx.mem_get_info().map_err(|e| derr("memory info", e))?;
+        #[cfg(feature = "cuda-emu")]
+        if self.is_emulated() {
+            let (used, peak) = super::emu::memory();
+            return Ok(MemoryStats { used, used_peak: peak, reserved_peak: peak, device_used: used, device_total: 0 });
+        }
+        let d = self.driver("memory figures")?;
+        let (free, total) = d.ctx.mem_get_info().map_err(|e| derr("memory info", e))?;
         let mut m = MemoryStats {
             device_used: total.saturating_sub(free) as u64,
             device_total: total as u64,
             ..Default::default()
         };
-        if self.ctx.has_async_alloc() {
-            let pool = mem_pool(&self.ctx)?;
+        if d.ctx.has_async_alloc() {
+            let pool = mem_pool(&d.ctx)?;
             m.used = get_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
             m.used_peak = get_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
             m.reserved_peak = get_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?;
@@ -214,48 +288,123 @@ impl CudaDevice {
     /// Starts the peak figures of [`memory`](Self::memory) again from what is in use now.
     pub fn reset_peak_memory(&self) -> Result<()> {
         self.synchronize()?;
-        if self.ctx.has_async_alloc() {
-            let pool = mem_pool(&self.ctx)?;
+        #[cfg(feature = "cuda-emu")]
+        if self.is_emulated() {
+            super::emu::reset_peak();
+            return Ok(());
+        }
+        let d = self.driver("memory figures")?;
+        if d.ctx.has_async_alloc() {
+            let pool = mem_pool(&d.ctx)?;
             set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)?;
             set_pool_attr(pool, PoolAttr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH, 0)?;
         }
         Ok(())
     }
 
-    /// Waits for all work on the stream.
+    /// Waits for all work on the stream (nothing to wait for on the emulator).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| derr("synchronize", e))
+        match &self.backend {
+            Backend::Driver(d) => d.stream.synchronize().map_err(|e| derr("synchronize", e)),
+            #[cfg(feature = "cuda-emu")]
+            Backend::Emulated => Ok(()),
+        }
     }
 
     /// Copies `data` to a new device buffer (an empty slice gets a one-element zero buffer, so
     /// its address is valid).
-    pub fn upload<T: DeviceRepr + ValidAsZeroBits>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
+    pub fn upload<T: DeviceRepr + ValidAsZeroBits + Copy>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
         if data.is_empty() {
             return self.zeros(1);
         }
-        self.stream.clone_htod(data).map_err(|e| derr("host to device copy", e))
+        match &self.backend {
+            Backend::Driver(d) => {
+                d.stream.clone_htod(data).map(DeviceBuffer::Driver).map_err(|e| derr("host to device copy", e))
+            }
+            #[cfg(feature = "cuda-emu")]
+            Backend::Emulated => super::emu::EmuBuffer::upload(data).map(DeviceBuffer::Emulated),
+        }
     }
 
     /// A zeroed device buffer of `len` elements (at least one, so its pointer is valid).
-    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DeviceBuffer<T>> {
-        self.stream.alloc_zeros(len.max(1)).map_err(|e| derr("alloc", e))
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits + Copy>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        match &self.backend {
+            Backend::Driver(d) => {
+                d.stream.alloc_zeros(len.max(1)).map(DeviceBuffer::Driver).map_err(|e| derr("alloc", e))
+            }
+            #[cfg(feature = "cuda-emu")]
+            Backend::Emulated => super::emu::EmuBuffer::zeros(len).map(DeviceBuffer::Emulated),
+        }
     }
 
     /// Copies a device buffer back to the host (waits for the stream).
-    pub fn download<T: DeviceRepr + Clone + Default>(&self, buf: &DeviceBuffer<T>) -> Result<Vec<T>> {
-        self.stream.clone_dtoh(buf).map_err(|e| derr("device to host copy", e))
+    pub fn download<T: DeviceRepr + Clone + Default + Copy>(&self, buf: &DeviceBuffer<T>) -> Result<Vec<T>> {
+        self.download_range(buf, 0..buf.len())
+    }
+
+    /// Copies elements `range` of a device buffer back to the host (waits for the stream).
+    pub fn download_range<T: DeviceRepr + Clone + Default + Copy>(
+        &self,
+        buf: &DeviceBuffer<T>,
+        range: Range<usize>,
+    ) -> Result<Vec<T>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        match (&self.backend, buf) {
+            (Backend::Driver(d), DeviceBuffer::Driver(b)) => {
+                let view = b.try_slice(range.clone()).ok_or_else(|| derr("download", "range out of bounds"))?;
+                d.stream.clone_dtoh(&view).map_err(|e| derr("device to host copy", e))
+            }
+            #[cfg(feature = "cuda-emu")]
+            (Backend::Emulated, DeviceBuffer::Emulated(b)) => b.read(range),
+            #[cfg(feature = "cuda-emu")]
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Copies `src[range]` to the start of `dst` on the device.
+    pub fn copy_range<T: DeviceRepr + Copy>(
+        &self,
+        src: &DeviceBuffer<T>,
+        range: Range<usize>,
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        match (&self.backend, src, dst) {
+            (Backend::Driver(d), DeviceBuffer::Driver(s), DeviceBuffer::Driver(t)) => {
+                let view = s.try_slice(range.clone()).ok_or_else(|| derr("copy", "range out of bounds"))?;
+                let mut out = t.try_slice_mut(0..range.len()).ok_or_else(|| derr("copy", "destination too short"))?;
+                d.stream.memcpy_dtod(&view, &mut out).map_err(|e| derr("device to device copy", e))
+            }
+            #[cfg(feature = "cuda-emu")]
+            (Backend::Emulated, DeviceBuffer::Emulated(s), DeviceBuffer::Emulated(t)) => t.copy_from(s, range),
+            #[cfg(feature = "cuda-emu")]
+            _ => Err(mismatched()),
+        }
     }
 
     /// The raw device address of `buf`, for a parameter struct. The buffer must outlive every
     /// launch that uses the address; all work is on this device's one stream, so ordering holds.
     pub fn ptr<T>(&self, buf: &DeviceBuffer<T>) -> u64 {
-        let (p, _sync) = buf.device_ptr(&self.stream);
-        p
+        match (buf, &self.backend) {
+            (DeviceBuffer::Driver(b), Backend::Driver(d)) => {
+                let (p, _sync) = b.device_ptr(&d.stream);
+                p
+            }
+            #[cfg(feature = "cuda-emu")]
+            (DeviceBuffer::Emulated(b), _) => b.addr(),
+            #[cfg(feature = "cuda-emu")]
+            (DeviceBuffer::Driver(_), Backend::Emulated) => 0,
+        }
     }
 
     /// The module of `kernels/<stem>.cu`, loaded from the embedded PTX on first use.
     pub fn module(&self, stem: &str) -> Result<Arc<CudaModule>> {
-        let mut mods = self.modules.lock().map_err(|_| Error::Device("cuda: module table poisoned".into()))?;
+        let d = self.driver("a PTX module")?;
+        let mut mods = d.modules.lock().map_err(|_| Error::Device("cuda: module table poisoned".into()))?;
         if let Some(m) = mods.get(stem) {
             return Ok(m.clone());
         }
@@ -265,7 +414,7 @@ impl CudaDevice {
             .find(|s| *s == stem)
             .ok_or_else(|| Error::Device(format!("cuda: no kernel file '{stem}'")))?;
         let src = ptx::ptx(key, self.major).ok_or_else(|| Error::Device(format!("cuda: no PTX for '{stem}'")))?;
-        let m = self
+        let m = d
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(src))
             .map_err(|e| derr(&format!("load PTX of {stem}.cu (driver too old for PTX ISA 9.0?)"), e))?;
@@ -280,9 +429,21 @@ impl CudaDevice {
 
     /// Launches `kernels/<stem>.cu: name(params)` with the one by-value parameter struct.
     pub fn launch<P: DeviceRepr>(&self, stem: &str, name: &str, cfg: Launch, params: &P) -> Result<()> {
+        #[cfg(feature = "cuda-emu")]
+        if self.is_emulated() {
+            if cfg.shared_bytes != 0 {
+                return Err(Error::Device(format!("cuda emulator: {name}: dynamic shared memory is not emulated")));
+            }
+            // SAFETY: as below: `params` is the kernel's parameter struct (its size is checked
+            // against the C++ declaration), its addresses live emulated buffers.
+            return unsafe {
+                super::emu::launch(stem, name, cfg.grid, cfg.block, (params as *const P).cast(), size_of::<P>())
+            };
+        }
+        let d = self.driver("a kernel launch")?;
         let f = self.function(stem, name)?;
         let cfg = LaunchConfig { grid_dim: cfg.grid, block_dim: cfg.block, shared_mem_bytes: cfg.shared_bytes };
-        let mut b = self.stream.launch_builder(&f);
+        let mut b = d.stream.launch_builder(&f);
         b.arg(params);
         // SAFETY: every kernel in kernels/ takes exactly one parameter, its `<Op>Params` struct,
         // whose layout `params.rs` mirrors with size checks on both sides; the pointers inside are

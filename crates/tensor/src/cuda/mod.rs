@@ -16,6 +16,10 @@
 //! f16 inputs are widened to f32 on the device and the result narrowed once, as the CPU computes.
 //! An op given operands on two devices is `Error::Device` naming both.
 //!
+//! With the `cuda-emu` feature and `QLORA_CUDA_EMULATOR=1`, `cuda:0` is the emulator ([`emu`]):
+//! the same kernels' source compiled for the CPU behind the same device API, so every path above
+//! runs (and is tested) on machines without a GPU.
+//!
 //! Not here: streams beyond one per device, a caching allocator of our own (outputs are fresh
 //! stream-ordered allocations, zeroed; the driver's pool reuses the memory), peer-to-peer copies. Ids and targets are range-checked on the host, so
 //! `index_select`, `embedding`, `embedding_bwd` and cross-entropy download their (small) i32 ids
@@ -25,6 +29,8 @@
 
 pub mod bench;
 mod device;
+#[cfg(feature = "cuda-emu")]
+pub mod emu;
 pub(crate) mod launch;
 pub mod nf4_ops;
 pub mod optim_ops;
@@ -40,15 +46,32 @@ pub use storage::{CudaData, CudaStorage};
 use crate::{Device, Error, Result};
 use std::sync::Arc;
 
-/// True when the CUDA driver library (`libcuda.so.1`) can be loaded. Never panics: cudarc panics
-/// on the first driver call when the library is missing, so every entry point asks this first.
+/// True when the CUDA driver library (`libcuda.so.1`) can be loaded, or the emulator is
+/// selected (feature `cuda-emu` and `QLORA_CUDA_EMULATOR=1`: [`emu`]). Never panics: cudarc
+/// panics on the first driver call when the library is missing, so every entry point asks this
+/// first.
 pub fn driver_present() -> bool {
+    if emulated() {
+        return true;
+    }
     // SAFETY: only tries `dlopen` on the candidate library names and drops the handle.
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
-/// Number of CUDA devices, or `Error::Device` when there is no driver or it fails to start.
+/// True when `cuda:0` is the emulator (feature `cuda-emu` and `QLORA_CUDA_EMULATOR=1`).
+pub fn emulated() -> bool {
+    #[cfg(feature = "cuda-emu")]
+    return emu::selected();
+    #[cfg(not(feature = "cuda-emu"))]
+    false
+}
+
+/// Number of CUDA devices (1 on the emulator), or `Error::Device` when there is no driver or it
+/// fails to start.
 pub fn device_count() -> Result<usize> {
+    if emulated() {
+        return Ok(1);
+    }
     if !driver_present() {
         return Err(no_driver());
     }

@@ -114,23 +114,17 @@ impl CudaStorage {
     /// Copies elements `range` back to the host (waits for the stream).
     pub fn download(&self, range: Range<usize>) -> Result<CpuStorage> {
         self.check_range("download", &range)?;
-        let stream = self.device.stream();
-        macro_rules! down {
-            ($b:expr) => {{
-                if range.is_empty() {
-                    Vec::new()
-                } else {
-                    let view = $b.try_slice(range.clone()).ok_or_else(|| derr("download", "range out of bounds"))?;
-                    stream.clone_dtoh(&view).map_err(|e| derr("device to host copy", e))?
-                }
-            }};
-        }
+        let dev = &self.device;
         Ok(match &self.data {
-            CudaData::F32(b) => CpuStorage::F32(down!(b)),
-            CudaData::BF16(b) => CpuStorage::BF16(down!(b).into_iter().map(bf16::from_bits).collect()),
-            CudaData::F16(b) => CpuStorage::F16(down!(b).into_iter().map(f16::from_bits).collect()),
-            CudaData::U8(b) => CpuStorage::U8(down!(b)),
-            CudaData::I32(b) => CpuStorage::I32(down!(b)),
+            CudaData::F32(b) => CpuStorage::F32(dev.download_range(b, range)?),
+            CudaData::BF16(b) => {
+                CpuStorage::BF16(dev.download_range(b, range)?.into_iter().map(bf16::from_bits).collect())
+            }
+            CudaData::F16(b) => {
+                CpuStorage::F16(dev.download_range(b, range)?.into_iter().map(f16::from_bits).collect())
+            }
+            CudaData::U8(b) => CpuStorage::U8(dev.download_range(b, range)?),
+            CudaData::I32(b) => CpuStorage::I32(dev.download_range(b, range)?),
         })
     }
 
@@ -138,22 +132,14 @@ impl CudaStorage {
     pub fn copy_range(&self, range: Range<usize>) -> Result<Self> {
         self.check_range("copy", &range)?;
         let mut out = Self::zeros(&self.device, self.dtype(), range.len())?;
-        if range.is_empty() {
-            return Ok(out);
-        }
-        let stream = self.device.stream();
-        macro_rules! copy {
-            ($src:expr, $dst:expr) => {{
-                let view = $src.try_slice(range.clone()).ok_or_else(|| derr("copy", "range out of bounds"))?;
-                let mut dst = $dst.try_slice_mut(0..range.len()).ok_or_else(|| derr("copy", "destination"))?;
-                stream.memcpy_dtod(&view, &mut dst).map_err(|e| derr("device to device copy", e))?;
-            }};
-        }
+        let dev = &self.device;
         match (&self.data, &mut out.data) {
-            (CudaData::F32(s), CudaData::F32(d)) => copy!(s, d),
-            (CudaData::BF16(s), CudaData::BF16(d)) | (CudaData::F16(s), CudaData::F16(d)) => copy!(s, d),
-            (CudaData::U8(s), CudaData::U8(d)) => copy!(s, d),
-            (CudaData::I32(s), CudaData::I32(d)) => copy!(s, d),
+            (CudaData::F32(s), CudaData::F32(d)) => dev.copy_range(s, range, d)?,
+            (CudaData::BF16(s), CudaData::BF16(d)) | (CudaData::F16(s), CudaData::F16(d)) => {
+                dev.copy_range(s, range, d)?
+            }
+            (CudaData::U8(s), CudaData::U8(d)) => dev.copy_range(s, range, d)?,
+            (CudaData::I32(s), CudaData::I32(d)) => dev.copy_range(s, range, d)?,
             _ => return Err(derr("copy", "dtype changed")),
         }
         Ok(out)

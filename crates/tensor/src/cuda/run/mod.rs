@@ -69,7 +69,11 @@ fn down<E: KernelFloat>(dev: &CudaDevice, b: &DeviceBuffer<E::Dev>, len: usize) 
     v.truncate(len);
     Ok(E::from_dev(v))
 }
-fn down_raw<T: DeviceRepr + Clone + Default>(dev: &CudaDevice, b: &DeviceBuffer<T>, len: usize) -> Result<Vec<T>> {
+fn down_raw<T: DeviceRepr + Clone + Default + Copy>(
+    dev: &CudaDevice,
+    b: &DeviceBuffer<T>,
+    len: usize,
+) -> Result<Vec<T>> {
     let mut v = dev.download(b)?;
     v.truncate(len);
     Ok(v)

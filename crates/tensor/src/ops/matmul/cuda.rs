@@ -108,8 +108,31 @@ fn gemm(
     (alpha, beta): (f32, f32),
 ) -> Result<()> {
     let dt = data_type(op, dtype)?;
-    let blas = dev.blas()?;
     let g = gemm_args(a.view, b.view, [m, k, n]);
+    #[cfg(feature = "cuda-emu")]
+    if dev.is_emulated() {
+        use crate::cuda::emu::GemmOperand;
+        let operand = |o: &Operand, v: BlasView| GemmOperand {
+            ptr: o.ptr,
+            transposed: v.op == cublasOperation_t::CUBLAS_OP_T,
+            ld: v.ld,
+            batch_stride: v.batch_stride,
+        };
+        // SAFETY: as for cuBLAS below (the emulator's buffers are host memory).
+        return unsafe {
+            crate::cuda::emu::gemm(
+                dtype,
+                operand(b, g.first),
+                operand(a, g.second),
+                (c, g.ldc, g.stride_c),
+                g.mnk,
+                batch,
+                alpha,
+                beta,
+            )
+        };
+    }
+    let blas = dev.blas()?;
     let int = |what: &str, v: usize| i32_of(op, what, v);
     let long = |v: usize| i64::try_from(v).map_err(|_| Error::invalid(op, format!("batch stride {v} too large")));
     let [gm, gn, gk] = [int("N", g.mnk[0])?, int("M", g.mnk[1])?, int("K", g.mnk[2])?];
@@ -118,7 +141,7 @@ fn gemm(
     let count = int("batch", batch)?;
     // cuBLAS runs in the thread's current context: make it this device's (tests and callers may
     // use the device from several threads; kernel launches bind it themselves).
-    dev.context().bind_to_thread().map_err(|e| Error::Device(format!("{op}: bind CUDA context: {e}")))?;
+    dev.context()?.bind_to_thread().map_err(|e| Error::Device(format!("{op}: bind CUDA context: {e}")))?;
     // SAFETY: the three addresses are live buffers of this device holding the elements the
     // sizes, leading dimensions and batch strides describe (checked by `blas_layout` and the
     // callers); alpha and beta are host f32 (the handle's default pointer mode); the handle is
