@@ -184,6 +184,15 @@ impl Trainable {
         }
     }
 
+    /// The gradients of the last [`accumulate`](Self::accumulate) (clipped, once
+    /// [`clip`](Self::clip) has run), copied to the host in the flat layout of `LoraParams::data`.
+    pub fn grads(&self) -> Result<Vec<f32>, String> {
+        match &self.route {
+            Route::Host { grads, .. } => Ok(grads.clone()),
+            Route::Tensor { grads, .. } => grads.to_vec_f32().map_err(|e| e.to_string()),
+        }
+    }
+
     /// torch's `clip_grad_norm_` on the step's gradients: returns the norm before clipping; a
     /// non-finite norm (a NaN or infinite gradient) leaves them as they are — skip the step then.
     pub fn clip(&mut self, max_norm: f32) -> Result<f32, String> {

@@ -3,9 +3,14 @@
 //! the same steps on the CPU. Ignored without a GPU (reported ignored, never passed); run without a
 //! driver they print `SKIPPED: no CUDA driver`, which scripts/gpu-check.sh treats as a failure.
 //!
-//! Tolerances: the GPU sums in other orders (cuBLAS, block reductions), so losses agree to
-//! `LOSS_REL` and parameters after three steps to `PARAM_REL` of their scale; bf16 compute
-//! rounds activations to 8 bits, hence the looser `BF16_LOSS_REL`.
+//! Tolerances: the GPU sums in other orders (cuBLAS, block reductions), so in f32 losses agree to
+//! `LOSS_REL` and parameters after three steps to `PARAM_REL` of their scale. bf16 compute rounds
+//! activations to 8 significant bits (unit roundoff 2^-9), so the first step's gradients agree
+//! to `BF16_GRAD_REL` in norm and the losses to `BF16_LOSS_REL`; parameters are not compared
+//! element by element there: AdamW's first steps move each parameter by about `lr · sign(g)`, so a
+//! parameter whose gradient is smaller than the bf16 noise moves either way (measured on the
+//! emulator: step-0 gradients 0.7 % apart in norm, yet some parameters 0.27 of the scale apart
+//! after three steps), which says nothing about the kernels.
 #![cfg(feature = "cuda")]
 
 use llama::{LoraConfig, LoraParams, Model, WeightSource};
@@ -19,6 +24,7 @@ use common::{batches, tiny};
 const LOSS_REL: f64 = 1e-4;
 const PARAM_REL: f32 = 1e-3;
 const BF16_LOSS_REL: f64 = 3e-2;
+const BF16_GRAD_REL: f64 = 2e-2;
 
 fn gpu(test: &str) -> bool {
     if tensor::cuda::driver_present() {
@@ -35,15 +41,28 @@ fn model(device: Device, dtype: DType) -> Model {
     m
 }
 
-fn run(state: &mut Trainable, m: &Model, checkpointing: bool) -> Vec<f64> {
-    (0..3)
+/// Three steps; returns the losses and the first step's gradients (before clipping).
+fn run(state: &mut Trainable, m: &Model, checkpointing: bool) -> (Vec<f64>, Vec<f32>) {
+    let mut first = Vec::new();
+    let losses = (0..3)
         .map(|step| {
             let (loss, _) = state.accumulate(m, &batches(step), checkpointing, 7 + step as u64).unwrap();
+            if step == 0 {
+                first = state.grads().unwrap();
+            }
             assert!(state.clip(0.3).unwrap().is_finite());
             state.step(1e-2).unwrap();
             loss
         })
-        .collect()
+        .collect();
+    (losses, first)
+}
+
+/// `|x - y| / |x|` in the L2 norm.
+fn rel_l2(x: &[f32], y: &[f32]) -> f64 {
+    let d: f64 = x.iter().zip(y).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let n: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
+    (d / n).sqrt()
 }
 
 fn compare(opt: &str, dtype: DType, checkpointing: bool, loss_rel: f64) {
@@ -54,16 +73,22 @@ fn compare(opt: &str, dtype: DType, checkpointing: bool, loss_rel: f64) {
     let cfg = AdamWConfig { weight_decay: 0.01, ..AdamWConfig::default() };
     let mut host = Trainable::new(params.clone(), opt, cfg, Device::Cpu).unwrap();
     let mut dev = Trainable::new(params, opt, cfg, Device::Cuda(0)).unwrap();
-    let (a, b) = (run(&mut host, &cpu_model, checkpointing), run(&mut dev, &gpu_model, checkpointing));
+    let ((a, ga), (b, gb)) = (run(&mut host, &cpu_model, checkpointing), run(&mut dev, &gpu_model, checkpointing));
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!((x - y).abs() <= loss_rel * x.abs(), "{opt} {dtype:?} step {i}: loss cpu {x} cuda {y}");
     }
+    let grad_rel = rel_l2(&ga, &gb);
+    println!("{opt} {dtype:?}: first step's gradients {grad_rel:e} apart (relative L2)");
     let hp = host.host_params().unwrap().data.clone();
     let dp = dev.host_params().unwrap().data.clone();
-    let scale = hp.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let rel = if dtype == DType::F32 { PARAM_REL } else { 30.0 * PARAM_REL };
-    for (i, (x, y)) in hp.iter().zip(&dp).enumerate() {
-        assert!((x - y).abs() <= rel * scale, "{opt} {dtype:?} param {i}: cpu {x} cuda {y} (scale {scale})");
+    if dtype == DType::F32 {
+        let scale = hp.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in hp.iter().zip(&dp).enumerate() {
+            assert!((x - y).abs() <= PARAM_REL * scale, "{opt} {dtype:?} param {i}: cpu {x} cuda {y} (scale {scale})");
+        }
+    } else {
+        assert!(grad_rel <= BF16_GRAD_REL, "{opt} {dtype:?}: first step's gradients {grad_rel:e} apart");
+        assert!(dp.iter().all(|v| v.is_finite()), "{opt} {dtype:?}: non-finite parameters");
     }
     // A checkpoint's optimizer state moves between devices.
     let state = dev.save_state().unwrap();

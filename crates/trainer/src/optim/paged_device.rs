@@ -163,18 +163,32 @@ mod cuda {
                 return Err(OptimError::Config("CudaPagedAdamW::new: needs a CUDA device, got Cpu".into()));
             };
             let dev = tensor::cuda::select(device)?;
-            let alloc = PagedAllocator::cuda(ordinal, DEFAULT_PAGE_SIZE, usize::MAX)?;
+            // The emulator's device memory is host memory: its pages are host pages.
+            let alloc = if dev.is_emulated() {
+                PagedAllocator::host(DEFAULT_PAGE_SIZE)?
+            } else {
+                PagedAllocator::cuda(ordinal, DEFAULT_PAGE_SIZE, usize::MAX)?
+            };
             Self::build(cfg, n, device, dev, alloc)
         }
 
         /// As [`Self::new`] with the state in `alloc`, which must be a `PagedAllocator::cuda`
-        /// on `device`'s ordinal (checked: its backend is `cuda-managed`), with a budget of at
-        /// least two pages (a page of m and one of v are used together).
+        /// on `device`'s ordinal (checked: its backend is `cuda-managed`; on the CUDA emulator a
+        /// host or simulated one), with a budget of at least two pages (a page of m and one of v
+        /// are used together).
         pub fn with_allocator(cfg: AdamWConfig, n: usize, device: Device, alloc: PagedAllocator) -> Result<Self> {
             if !matches!(device, Device::Cuda(_)) {
                 return Err(OptimError::Config("CudaPagedAdamW: needs a CUDA device, got Cpu".into()));
             }
-            if alloc.backend_name() != "cuda-managed" {
+            // On the emulator (whose device memory is host memory) host and simulated pages
+            // stand in for managed ones.
+            let emulated = tensor::cuda::emulated();
+            let ok = match alloc.backend_name() {
+                "cuda-managed" => true,
+                "host" | "simulated" => emulated,
+                _ => false,
+            };
+            if !ok {
                 return Err(OptimError::Config(format!(
                     "CudaPagedAdamW: the state must be in CUDA managed memory, got a `{}` allocator",
                     alloc.backend_name()
