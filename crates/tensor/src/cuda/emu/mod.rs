@@ -9,9 +9,9 @@
 //!
 //! Checks a GPU would not make: every launch's parameter struct must have the size the C++ side
 //! declares (the `static_assert`s compare with the Rust mirror only through this), the kernel must
-//! live in the `.cu` file the launch names, and every buffer carries guard bytes on both sides
-//! that are verified after each launch, so a kernel writing out of bounds is an error naming the
-//! kernel instead of silent corruption.
+//! live in the `.cu` file the launch names, and every buffer carries guard bytes on both sides,
+//! verified after each launch for the buffers its parameter struct points into, so a kernel
+//! writing out of bounds is an error naming the kernel instead of silent corruption.
 //!
 //! Not emulated: timing (the kernel benchmarks need a GPU), managed memory (paged-alloc's CUDA
 //! backend), streams other than the one in-order queue (launches complete before they return).
@@ -81,10 +81,14 @@ pub(super) unsafe fn launch(
              (params.rs does not mirror kernels/{stem}.cu)"
         )));
     }
+    // The 8-byte words of the struct: its addresses are among them (8-byte fields come first).
+    // SAFETY: the caller's contract: `size` readable bytes.
+    let words: Vec<u64> =
+        (0..size / 8).map(|i| unsafe { std::ptr::read_unaligned((params as *const u64).add(i)) }).collect();
     // SAFETY: the caller's contract.
     unsafe { runtime::launch(k.call, params, grid.into(), block.into()) }
         .map_err(|e| Error::Device(format!("cuda emulator: {name}: {e}")))?;
-    check_guards().map_err(|e| Error::Device(format!("cuda emulator: after {name}: {e}")))
+    check_guards(&words).map_err(|e| Error::Device(format!("cuda emulator: after {name}: {e}")))
 }
 
 /// Guard bytes on each side of a buffer, and the value they hold.
@@ -96,9 +100,15 @@ static LIVE: Mutex<BTreeMap<usize, (usize, &'static str)>> = Mutex::new(BTreeMap
 static USED: AtomicU64 = AtomicU64::new(0);
 static PEAK: AtomicU64 = AtomicU64::new(0);
 
-fn check_guards() -> std::result::Result<(), String> {
+/// Verifies the guard bytes of every live buffer that one of `words` points into (or one past):
+/// the buffers a launch was given. Only those, so a launch never reports another thread's buffer.
+fn check_guards(words: &[u64]) -> std::result::Result<(), String> {
     let live = LIVE.lock().map_err(|_| "buffer table poisoned".to_string())?;
-    for (&addr, &(bytes, ty)) in live.iter() {
+    for &w in words {
+        let Some((&addr, &(bytes, ty))) = live.range(..=w as usize).next_back() else { continue };
+        if w as usize > addr + bytes {
+            continue;
+        }
         // SAFETY: every entry is a live allocation of GUARD + bytes + GUARD around `addr`; entries
         // are removed (under this lock) before their memory is freed.
         let (before, after) = unsafe {
@@ -107,12 +117,12 @@ fn check_guards() -> std::result::Result<(), String> {
                 std::slice::from_raw_parts((addr + bytes) as *const u8, GUARD),
             )
         };
-        if let Some(i) = after.iter().position(|&b| b != GUARD_BYTE) {
-            return Err(format!("a kernel wrote {i} bytes past the end of a {bytes}-byte buffer of {ty}"));
+        if let Some(i) = after.iter().rposition(|&b| b != GUARD_BYTE) {
+            return Err(format!("a kernel wrote up to {} bytes past the end of a {bytes}-byte buffer of {ty}", i + 1));
         }
-        if let Some(i) = before.iter().rposition(|&b| b != GUARD_BYTE) {
+        if let Some(i) = before.iter().position(|&b| b != GUARD_BYTE) {
             return Err(format!(
-                "a kernel wrote {} bytes before the start of a {bytes}-byte buffer of {ty}",
+                "a kernel wrote up to {} bytes before the start of a {bytes}-byte buffer of {ty}",
                 GUARD - i
             ));
         }

@@ -1,0 +1,75 @@
+//! The CUDA emulator's own checks (feature `cuda-emu`), on an emulated device made directly
+//! (`CudaDevice::emulator`, no environment needed): a kernel writing out of bounds, a parameter
+//! struct of the wrong size and a kernel launched from the wrong file are errors naming the
+//! kernel, never silent; buffers round-trip; memory figures follow the live buffers. The kernels
+//! against their references run in `cuda_kernels.rs` etc. with `QLORA_CUDA_EMULATOR=1`.
+#![cfg(feature = "cuda-emu")]
+
+use tensor::cuda::params::BinaryParams;
+use tensor::cuda::{CudaDevice, Launch};
+use tensor::Error;
+
+fn add_params(dev: &CudaDevice, out: u64, a: u64, b: u64, n: usize) -> BinaryParams {
+    let _ = dev;
+    let mut p = BinaryParams { out, a, b, n: n as i64, rank: 1, op: 0, contiguous: 1, ..Default::default() };
+    p.dims[0] = n as i64;
+    p.a_strides[0] = 1;
+    p.b_strides[0] = 1;
+    p
+}
+
+#[test]
+fn a_launch_adds_and_buffers_round_trip() {
+    let dev = CudaDevice::emulator();
+    assert!(dev.is_emulated());
+    let n = 1000;
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| 0.5 * i as f32).collect();
+    let (da, db, dout) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.zeros::<f32>(n).unwrap());
+    let p = add_params(&dev, dev.ptr(&dout), dev.ptr(&da), dev.ptr(&db), n);
+    dev.launch("binary", "binary_fwd_f32", Launch::elementwise(n), &p).unwrap();
+    let got = dev.download(&dout).unwrap();
+    assert_eq!(got, (0..n).map(|i| 1.5 * i as f32).collect::<Vec<_>>());
+    assert_eq!(dev.download_range(&da, 10..13).unwrap(), vec![10.0, 11.0, 12.0]);
+}
+
+#[test]
+fn a_kernel_writing_past_its_buffer_is_an_error_naming_it() {
+    let dev = CudaDevice::emulator();
+    let n = 300;
+    let (da, db) = (dev.upload(&vec![1f32; n]).unwrap(), dev.upload(&vec![2f32; n]).unwrap());
+    let short = dev.zeros::<f32>(n - 3).unwrap(); // three elements too few: 12 bytes past the end
+    let p = add_params(&dev, dev.ptr(&short), dev.ptr(&da), dev.ptr(&db), n);
+    let err = dev.launch("binary", "binary_fwd_f32", Launch::elementwise(n), &p).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Device(_)), "{msg}");
+    assert!(msg.contains("binary_fwd_f32") && msg.contains("up to 12 bytes past the end"), "{msg}");
+}
+
+#[test]
+fn a_parameter_struct_of_another_kernel_or_file_is_an_error() {
+    let dev = CudaDevice::emulator();
+    let p = tensor::cuda::params::ReduceParams::default();
+    let err = dev.launch("binary", "binary_fwd_f32", Launch::linear(1, 32), &p).unwrap_err().to_string();
+    assert!(err.contains("parameter struct"), "{err}");
+    let q = BinaryParams::default();
+    let err = dev.launch("unary", "binary_fwd_f32", Launch::linear(1, 32), &q).unwrap_err().to_string();
+    assert!(err.contains("binary.cu"), "{err}");
+    let err = dev.launch("binary", "binary_fwd_f64", Launch::linear(1, 32), &q).unwrap_err().to_string();
+    assert!(err.contains("no kernel"), "{err}");
+    let err = dev.launch("binary", "binary_fwd_f32", Launch::linear(1, 2048), &q).unwrap_err().to_string();
+    assert!(err.contains("1024"), "{err}");
+}
+
+#[test]
+fn memory_figures_follow_live_buffers() {
+    let dev = CudaDevice::emulator();
+    let b = dev.zeros::<f32>(1 << 20).unwrap();
+    let during = dev.memory().unwrap();
+    // Other tests allocate concurrently: only this buffer's 4 MiB is certain to be counted.
+    assert!(during.used_peak >= 4 << 20, "{during:?}");
+    assert!(during.used >= 4 << 20, "{during:?}");
+    drop(b);
+    // The driver's handles do not exist on the emulator: asking for them is an error.
+    assert!(dev.stream().is_err() && dev.context().is_err() && dev.blas().is_err());
+}
