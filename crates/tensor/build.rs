@@ -62,6 +62,8 @@ fn emu(kernels: &Path, out: &Path) {
         .flag(emu_dir.join("cuda_emu.h").to_str().expect("utf-8 path"))
         // The GPU rounds each operation the source writes; so must the emulator.
         .flag("-ffp-contract=off")
+        // qlora_emu_cur has no dynamic initialisation: read it directly, not through a wrapper.
+        .flag_if_supported("-fno-extern-tls-init")
         .flag_if_supported("-Wno-unknown-pragmas")
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false);
@@ -94,6 +96,12 @@ fn emu(kernels: &Path, out: &Path) {
         fs::write(&file, cpp).expect("write a wrapper");
         build.file(file);
     }
+    // The C++ side of the runtime: the running fiber's indices, read by threadIdx and friends.
+    let rt = out.join("emu_runtime.cpp");
+    let glue = "thread_local const QloraEmuIdx* qlora_emu_cur = nullptr;\n\
+                extern \"C\" void qlora_emu_set_cur(const QloraEmuIdx* p) { qlora_emu_cur = p; }\n";
+    fs::write(&rt, glue).expect("write the runtime glue");
+    build.file(rt);
     table.push_str(
         "}\n\n/// Every kernel of kernels/*.cu, compiled for the CPU.\npub(super) static KERNELS: &[EmuKernel] = &[\n",
     );

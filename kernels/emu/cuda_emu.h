@@ -43,7 +43,8 @@ struct QloraEmuIdx {
     unsigned int _pad;
 };
 
-extern "C" const QloraEmuIdx* qlora_emu_idx(void);
+// The running fiber's indices, set by the runtime before it resumes a fiber (build.rs defines it).
+extern thread_local const QloraEmuIdx* qlora_emu_cur;
 // Suspends until every live thread of the block has called it.
 extern "C" void qlora_emu_syncthreads(void);
 // Deposits `bits` for this lane, waits for the warp, returns what lane `src` deposited.
@@ -53,14 +54,14 @@ extern "C" unsigned int qlora_emu_ballot(int pred);
 // d = a.b + c for the warp's m16n8k16 bf16 fragments (f32 accumulate), in place in c.
 extern "C" void qlora_emu_mma_bf16_m16n8k16(float* c, const unsigned int* a, const unsigned int* b);
 
-#define threadIdx (qlora_emu_idx()->thread_idx)
-#define blockIdx (qlora_emu_idx()->block_idx)
-#define blockDim (qlora_emu_idx()->block_dim)
-#define gridDim (qlora_emu_idx()->grid_dim)
+#define threadIdx (qlora_emu_cur->thread_idx)
+#define blockIdx (qlora_emu_cur->block_idx)
+#define blockDim (qlora_emu_cur->block_dim)
+#define gridDim (qlora_emu_cur->grid_dim)
 static const int warpSize = 32;
 
 inline void __syncthreads() { qlora_emu_syncthreads(); }
-inline void __syncwarp(unsigned int = 0xffffffffu) { (void)qlora_emu_shfl(0, qlora_emu_idx()->lane); }
+inline void __syncwarp(unsigned int = 0xffffffffu) { (void)qlora_emu_shfl(0, qlora_emu_cur->lane); }
 
 template <typename T> inline unsigned long long qlora_emu_bits(T v) {
     static_assert(sizeof(T) <= 8, "shuffle of a value wider than 8 bytes");
@@ -76,23 +77,23 @@ template <typename T> inline T qlora_emu_from_bits(unsigned long long b) {
 // CUDA's lane rules: a source outside the caller's `width` segment (xor, down) reads its own value;
 // __shfl_sync's source wraps within the segment.
 template <typename T> inline T __shfl_sync(unsigned int, T v, int src, int width = 32) {
-    unsigned int lane = qlora_emu_idx()->lane;
+    unsigned int lane = qlora_emu_cur->lane;
     unsigned int base = lane & ~(unsigned int)(width - 1);
     return qlora_emu_from_bits<T>(qlora_emu_shfl(qlora_emu_bits(v), base + ((unsigned int)src & (width - 1))));
 }
 template <typename T> inline T __shfl_xor_sync(unsigned int, T v, int mask, int width = 32) {
-    unsigned int lane = qlora_emu_idx()->lane;
+    unsigned int lane = qlora_emu_cur->lane;
     unsigned int src = lane ^ (unsigned int)mask;
     if ((src & ~(unsigned int)(width - 1)) > (lane & ~(unsigned int)(width - 1))) src = lane;
     return qlora_emu_from_bits<T>(qlora_emu_shfl(qlora_emu_bits(v), src & 31));
 }
 template <typename T> inline T __shfl_down_sync(unsigned int, T v, unsigned int delta, int width = 32) {
-    unsigned int lane = qlora_emu_idx()->lane;
+    unsigned int lane = qlora_emu_cur->lane;
     unsigned int src = (lane % width) + delta < (unsigned int)width ? lane + delta : lane;
     return qlora_emu_from_bits<T>(qlora_emu_shfl(qlora_emu_bits(v), src));
 }
 template <typename T> inline T __shfl_up_sync(unsigned int, T v, unsigned int delta, int width = 32) {
-    unsigned int lane = qlora_emu_idx()->lane;
+    unsigned int lane = qlora_emu_cur->lane;
     unsigned int src = (lane % width) >= delta ? lane - delta : lane;
     return qlora_emu_from_bits<T>(qlora_emu_shfl(qlora_emu_bits(v), src));
 }

@@ -72,7 +72,7 @@ struct Fiber {
 thread_local! {
     static CURRENT: Cell<*mut Fiber> = const { Cell::new(std::ptr::null_mut()) };
     static SLOTS: Cell<*mut WarpSlots> = const { Cell::new(std::ptr::null_mut()) };
-    /// Fiber stacks kept for the next block on this thread (allocating one is an mmap).
+    /// Fiber stacks kept for the next launch on this thread (allocating one is an mmap).
     static STACKS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -109,14 +109,6 @@ unsafe fn exchange(words: &[u32], src: usize) -> [u32; SLOT_WORDS] {
         (*f).parity ^= 1;
         (*slots.add(w)).slots[p][src & 31]
     }
-}
-
-/// The indices of the running fiber.
-#[unsafe(no_mangle)]
-extern "C" fn qlora_emu_idx() -> *const Idx {
-    let f = current();
-    // SAFETY: only kernel code calls this, inside a running fiber (non-null).
-    unsafe { &(*f).idx }
 }
 
 #[unsafe(no_mangle)]
@@ -211,104 +203,167 @@ unsafe extern "C" fn qlora_emu_mma_bf16_m16n8k16(c: *mut f32, a: *const u32, b: 
 /// One kernel entry point: the generated wrapper that calls the kernel with `*params`.
 pub(super) type KernelFn = unsafe extern "C" fn(*const c_void);
 
+unsafe extern "C" {
+    /// Sets the C++ side's thread-local pointer to the running fiber's indices (what
+    /// `threadIdx` and friends read without a call into Rust).
+    fn qlora_emu_set_cur(idx: *const Idx);
+}
+
+/// A block's bookkeeping, kept across the blocks one rayon job runs (no allocation per block).
+struct Scratch {
+    fibers: Vec<Fiber>,
+    slots: Vec<WarpSlots>,
+    coros: Vec<Option<Coroutine<(), Wait, ()>>>,
+    ready: VecDeque<usize>,
+    at_block: Vec<usize>,
+    at_warp: Vec<Vec<usize>>,
+    warp_live: Vec<usize>,
+    /// Fiber stacks, taken from [`STACKS`] for the job and handed back when it ends.
+    stacks: Vec<DefaultStack>,
+}
+
+impl Scratch {
+    fn default() -> Self {
+        Self {
+            fibers: Vec::new(),
+            slots: Vec::new(),
+            coros: Vec::new(),
+            ready: VecDeque::new(),
+            at_block: Vec::new(),
+            at_warp: Vec::new(),
+            warp_live: Vec::new(),
+            stacks: Vec::new(),
+        }
+    }
+    fn new() -> Self {
+        let mut sc = Self::default();
+        sc.stacks = STACKS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        sc
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let stacks = std::mem::take(&mut self.stacks);
+        STACKS.with(|s| s.borrow_mut().extend(stacks));
+    }
+}
+
 /// Runs block `block` of a launch to completion: one fiber per thread.
 ///
 /// # Safety
 /// `params` points at the kernel's parameter struct, whose pointers are live emulated buffers.
-unsafe fn run_block(call: KernelFn, params: usize, block: U3, grid: U3, dim: U3) -> Result<(), String> {
+unsafe fn run_block(
+    sc: &mut Scratch,
+    call: KernelFn,
+    params: usize,
+    block: U3,
+    grid: U3,
+    dim: U3,
+) -> Result<(), String> {
     let n = (dim.x * dim.y * dim.z) as usize;
     let warps = n.div_ceil(32);
-    let mut fibers: Vec<Fiber> = (0..n as u32)
-        .map(|t| Fiber {
-            idx: Idx {
-                thread: U3 { x: t % dim.x, y: (t / dim.x) % dim.y, z: t / (dim.x * dim.y) },
-                block,
-                block_dim: dim,
-                grid_dim: grid,
-                lane: t % 32,
-                _pad: 0,
-            },
-            warp: t as usize / 32,
-            parity: 0,
-            yielder: std::ptr::null(),
-        })
-        .collect();
-    let mut slots: Vec<WarpSlots> = (0..warps)
-        .map(|w| {
-            let lanes = (n - 32 * w).min(32);
-            WarpSlots { slots: [[[0; SLOT_WORDS]; 32]; 2], live: if lanes == 32 { u32::MAX } else { (1 << lanes) - 1 } }
-        })
-        .collect();
+    sc.fibers.clear();
+    sc.fibers.extend((0..n as u32).map(|t| Fiber {
+        idx: Idx {
+            thread: U3 { x: t % dim.x, y: (t / dim.x) % dim.y, z: t / (dim.x * dim.y) },
+            block,
+            block_dim: dim,
+            grid_dim: grid,
+            lane: t % 32,
+            _pad: 0,
+        },
+        warp: t as usize / 32,
+        parity: 0,
+        yielder: std::ptr::null(),
+    }));
+    // Slots are always written before they are read; only the live masks need resetting.
+    sc.slots.resize(warps, WarpSlots { slots: [[[0; SLOT_WORDS]; 32]; 2], live: 0 });
+    for (w, ws) in sc.slots.iter_mut().enumerate() {
+        let lanes = (n - 32 * w).min(32);
+        ws.live = if lanes == 32 { u32::MAX } else { (1 << lanes) - 1 };
+    }
     // Every access below goes through these two pointers (the fibers hold them too).
-    let fptr = fibers.as_mut_ptr();
-    let sptr = slots.as_mut_ptr();
-    let mut coros = Vec::with_capacity(n);
+    let fptr = sc.fibers.as_mut_ptr();
+    let sptr = sc.slots.as_mut_ptr();
+    sc.coros.clear();
     for t in 0..n {
-        let stack = match STACKS.with(|s| s.borrow_mut().pop()) {
+        let stack = match sc.stacks.pop() {
             Some(s) => s,
             None => DefaultStack::new(STACK_BYTES).map_err(|e| format!("fiber stack: {e}"))?,
         };
         // SAFETY: t < n = fibers.len().
         let fp = unsafe { fptr.add(t) };
         let co = Coroutine::with_stack(stack, move |y: &Yielder<(), Wait>, ()| {
-            // SAFETY: `fp` outlives the coroutine (both dropped at the end of this block), and
-            // `params` is the caller's parameter struct, alive for the whole launch.
+            // SAFETY: `fp` outlives the coroutine (the fibers are rebuilt only after every
+            // coroutine of the block has finished), and `params` is the caller's parameter
+            // struct, alive for the whole launch.
             unsafe {
                 (*fp).yielder = y;
                 call(params as *const c_void);
             }
         });
-        coros.push(Some(co));
+        sc.coros.push(Some(co));
     }
     SLOTS.with(|s| s.set(sptr));
-    let mut ready: VecDeque<usize> = (0..n).collect();
-    let mut at_block: Vec<usize> = Vec::new();
-    let mut at_warp: Vec<Vec<usize>> = vec![Vec::new(); warps];
-    let mut warp_live: Vec<usize> = (0..warps).map(|w| (n - 32 * w).min(32)).collect();
+    sc.ready.clear();
+    sc.ready.extend(0..n);
+    sc.at_block.clear();
+    sc.at_warp.iter_mut().for_each(Vec::clear);
+    sc.at_warp.resize(warps, Vec::new());
+    sc.warp_live.clear();
+    sc.warp_live.extend((0..warps).map(|w| (n - 32 * w).min(32)));
     let mut live = n;
-    while let Some(t) = ready.pop_front() {
+    while let Some(t) = sc.ready.pop_front() {
         let w = t / 32;
         // SAFETY: t < n.
-        CURRENT.with(|c| c.set(unsafe { fptr.add(t) }));
-        let Some(co) = coros[t].as_mut() else { continue };
+        unsafe {
+            CURRENT.with(|c| c.set(fptr.add(t)));
+            qlora_emu_set_cur(&(*fptr.add(t)).idx);
+        }
+        let Some(co) = sc.coros[t].as_mut() else { continue };
         match co.resume(()) {
-            CoroutineResult::Yield(Wait::Block) => at_block.push(t),
-            CoroutineResult::Yield(Wait::Warp) => at_warp[w].push(t),
+            CoroutineResult::Yield(Wait::Block) => sc.at_block.push(t),
+            CoroutineResult::Yield(Wait::Warp) => sc.at_warp[w].push(t),
             CoroutineResult::Return(()) => {
                 live -= 1;
-                warp_live[w] -= 1;
+                sc.warp_live[w] -= 1;
                 // SAFETY: w < warps; no fiber runs now.
                 unsafe { (*sptr.add(w)).live &= !(1 << (t % 32)) };
-                if let Some(done) = coros[t].take() {
-                    let stack = done.into_stack();
-                    STACKS.with(|s| s.borrow_mut().push(stack));
+                if let Some(done) = sc.coros[t].take() {
+                    sc.stacks.push(done.into_stack());
                 }
             }
         }
-        if !at_warp[w].is_empty() && at_warp[w].len() == warp_live[w] {
-            ready.extend(at_warp[w].drain(..));
+        if !sc.at_warp[w].is_empty() && sc.at_warp[w].len() == sc.warp_live[w] {
+            let released = std::mem::take(&mut sc.at_warp[w]);
+            sc.ready.extend(released.iter().copied());
+            sc.at_warp[w] = released;
+            sc.at_warp[w].clear();
         }
-        if !at_block.is_empty() && at_block.len() == live {
-            ready.extend(at_block.drain(..));
+        if !sc.at_block.is_empty() && sc.at_block.len() == live {
+            sc.ready.extend(sc.at_block.drain(..));
         }
     }
     CURRENT.with(|c| c.set(std::ptr::null_mut()));
     SLOTS.with(|s| s.set(std::ptr::null_mut()));
+    // SAFETY: clears the C++ side's pointer.
+    unsafe { qlora_emu_set_cur(std::ptr::null()) };
     if live > 0 {
-        let at_warps: usize = at_warp.iter().map(Vec::len).sum();
-        // The waiting fibers' stacks hold C++ frames that cannot be unwound: leak them.
-        std::mem::forget(coros);
-        std::mem::forget(fibers);
+        let at_warps: usize = sc.at_warp.iter().map(Vec::len).sum();
+        // The waiting fibers' stacks hold C++ frames that cannot be unwound: leak them, and the
+        // fibers they point at.
+        std::mem::forget(std::mem::take(&mut sc.coros));
+        std::mem::forget(std::mem::take(&mut sc.fibers));
         return Err(format!(
             "deadlock in block ({}, {}, {}): {} threads wait at __syncthreads and {at_warps} at a warp \
              collective that can never complete (a barrier in divergent code)",
             block.x,
             block.y,
             block.z,
-            at_block.len()
+            sc.at_block.len()
         ));
     }
-    drop(slots);
     Ok(())
 }
 
@@ -328,10 +383,10 @@ pub(super) unsafe fn launch(call: KernelFn, params: *const c_void, grid: U3, blo
     }
     let blocks = grid.x as usize * grid.y as usize * grid.z as usize;
     let params = params as usize; // to cross threads; the caller keeps the struct alive
-    (0..blocks).into_par_iter().with_min_len(8).try_for_each(|b| {
+    (0..blocks).into_par_iter().with_min_len(8).try_for_each_init(Scratch::new, |sc, b| {
         let (gx, gy) = (grid.x as usize, grid.y as usize);
         let id = U3 { x: (b % gx) as u32, y: ((b / gx) % gy) as u32, z: (b / (gx * gy)) as u32 };
         // SAFETY: the caller's contract.
-        unsafe { run_block(call, params, id, grid, block) }
+        unsafe { run_block(sc, call, params, id, grid, block) }
     })
 }
