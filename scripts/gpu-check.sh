@@ -25,11 +25,26 @@
 #   scripts/gpu-check.sh --build            # here: release test binaries -> .cache/gpu-check/
 #   scripts/gpu-check.sh                    # there: runs the binaries in .cache/gpu-check/ if no cargo
 # With cargo on the GPU machine, plain `scripts/gpu-check.sh` builds and runs in one go.
+#
+# Dry run without a GPU: `scripts/gpu-check.sh --emulate` builds with the CUDA emulator
+# (feature cuda-emu, binaries in .cache/gpu-check-emu) and runs the same steps with
+# QLORA_CUDA_EMULATOR=1: every test, the trainer's RESULT lines and the table, on a 2-layer
+# model instead of the 7B shape; it skips what the emulator cannot do (managed memory, timing).
+# It checks the script and the whole CUDA path, not the GPU.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 T0=$(date +%s)
+EMU=0
+FEATURE=cuda
 BIN_DIR=".cache/gpu-check"
+if [[ "${1:-}" == "--emulate" ]]; then
+  EMU=1
+  FEATURE=cuda-emu
+  BIN_DIR=".cache/gpu-check-emu"
+  export QLORA_CUDA_EMULATOR=1
+  shift
+fi
 BIN="$BIN_DIR/cuda_kernels"
 OPS_BIN="$BIN_DIR/cuda_ops"
 PAGED_BIN="$BIN_DIR/cuda_managed"
@@ -38,12 +53,13 @@ TRAIN_BIN="$BIN_DIR/cuda_train"
 OPTIM_BIN="$BIN_DIR/cuda_optim"
 TRAINER="$BIN_DIR/trainer"
 
-# build_test PACKAGE TEST: the release test binary of `cargo test -p PACKAGE --features cuda
+# build_test PACKAGE TEST: the release test binary of `cargo test -p PACKAGE --features $FEATURE
 # --test TEST`, copied to $BIN_DIR/TEST.
 build_test() {
-  local pkg=$1 test=$2 out
-  echo "== build: cargo test --release -p $pkg --features cuda --test $test --no-run"
-  out=$(cargo test --release -p "$pkg" --features cuda --test "$test" --no-run --message-format=json \
+  local pkg=$1 test=$2 out feature=$FEATURE
+  [[ $pkg == paged-alloc ]] && feature=cuda  # managed memory has no emulator
+  echo "== build: cargo test --release -p $pkg --features $feature --test $test --no-run"
+  out=$(cargo test --release -p "$pkg" --features "$feature" --test "$test" --no-run --message-format=json \
         | TEST="$test" python3 -c 'import sys, json, os
 for l in sys.stdin:
     try: m = json.loads(l)
@@ -65,8 +81,8 @@ build() {
   build_test paged-alloc cuda_managed
   build_test trainer cuda_optim
   build_test trainer cuda_train
-  echo "== build: cargo build --release -p trainer --features cuda"
-  cargo build --release -p trainer --features cuda
+  echo "== build: cargo build --release -p trainer --features $FEATURE"
+  cargo build --release -p trainer --features "$FEATURE"
   mkdir -p "$BIN_DIR"
   cp "${CARGO_TARGET_DIR:-target}/release/trainer" "$TRAINER"
   command -v strip >/dev/null && strip "$TRAINER"
@@ -79,7 +95,11 @@ if [[ "${1:-}" == "--build" ]]; then
 fi
 
 echo "== device"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || echo "gpu-check: nvidia-smi not found"
+if [[ $EMU == 1 ]]; then
+  echo "the CUDA emulator (QLORA_CUDA_EMULATOR=1): a dry run, no GPU figures"
+else
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || echo "gpu-check: nvidia-smi not found"
+fi
 
 # cuBLAS for the matrix ceiling: the system's, else the one in Python's nvidia-cublas wheel.
 if ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so'; then
@@ -119,13 +139,18 @@ run_gpu_tests() {
 run_gpu_tests "kernels vs CPU references" "kernel tests" "$BIN" --skip bench_kernels
 run_gpu_tests "ops on CUDA tensors vs CPU references" "op tests on CUDA" "$OPS_BIN"
 run_gpu_tests "NF4 weights on CUDA vs the CPU" "NF4 CUDA tests" "$NF4_BIN"
-run_gpu_tests "paged optimizer state in CUDA unified memory" "paged-alloc CUDA tests" "$PAGED_BIN"
+if [[ $EMU == 1 ]]; then
+  echo "== paged optimizer state in CUDA unified memory: skipped (managed memory is not emulated)"
+  echo "== kernel benchmarks: skipped (the emulator has no timing)"
+else
+  run_gpu_tests "paged optimizer state in CUDA unified memory" "paged-alloc CUDA tests" "$PAGED_BIN"
 
-echo "== kernel benchmarks"
-"$BIN" --ignored bench_kernels --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test result\|^$' || {
-  echo "gpu-check: FAILED: benchmarks" >&2
-  exit 1
-}
+  echo "== kernel benchmarks"
+  "$BIN" --ignored bench_kernels --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test result\|^$' || {
+    echo "gpu-check: FAILED: benchmarks" >&2
+    exit 1
+  }
+fi
 
 run_gpu_tests "optimizers on CUDA tensors vs the host optimizers" "optimizer CUDA tests" "$OPTIM_BIN"
 run_gpu_tests "training on CUDA vs the CPU (tiny reference model)" "trainer CUDA tests" "$TRAIN_BIN"
@@ -133,13 +158,19 @@ run_gpu_tests "training on CUDA vs the CPU (tiny reference model)" "trainer CUDA
 # step7b DTYPE [NF4_LINEAR]: QLoRA steps on the 7B shape (LoRA r 16 on all projections, checkpointing,
 # AdamW on the device), its RESULT line kept for the table.
 STEPS=$(mktemp)
+SHAPE=(--preset llama2-7b --seq-len 512 --batch-size "${BATCH:-4}" --steps 3 --warmup-steps 1)
+TITLE="Llama-2-7B shape, seq 512 x batch ${BATCH:-4}"
+if [[ $EMU == 1 ]]; then
+  SHAPE=(--preset llama2-7b --hidden 256 --layers 2 --heads 4 --kv-heads 4 --intermediate 512 --vocab 1000
+    --seq-len 64 --batch-size 1 --steps 1 --warmup-steps 0)
+  TITLE="emulator dry run: 2 layers, hidden 256, seq 64 x batch 1"
+fi
 step7b() {
   local dtype=$1 nf4=${2:-fused} line
   echo "== 7B QLoRA step ($dtype compute, NF4 linear: $nf4)"
   set +e
-  line=$(QLORA_NF4_LINEAR=$nf4 "$TRAINER" bench-step --preset llama2-7b --device cuda --compute-dtype "$dtype" --seq-len 512 \
-    --batch-size "${BATCH:-4}" --steps 3 --warmup-steps 1 --lora-r 16 --gradient-checkpointing true \
-    --optimizer adamw --quiet | grep '^RESULT')
+  line=$(QLORA_NF4_LINEAR=$nf4 "$TRAINER" bench-step "${SHAPE[@]}" --device cuda --compute-dtype "$dtype" \
+    --lora-r 16 --gradient-checkpointing true --optimizer adamw --quiet | grep '^RESULT')
   local status=$?
   set -e
   [[ $status == 0 && -n "$line" ]] || { echo "gpu-check: FAILED: 7B step in $dtype" >&2; exit 1; }
@@ -150,7 +181,7 @@ step7b bf16 fused
 step7b bf16 cublas
 step7b f32
 
-echo "== training step (Llama-2-7B shape, seq 512 x batch ${BATCH:-4}, r 16, checkpointing)"
+echo "== training step ($TITLE, r 16, checkpointing)"
 printf '%-14s %12s %10s %8s %16s %16s\n' compute tokens/s s/step MFU "peak tensors" "peak pool"
 python3 - "$STEPS" <<'PY'
 import sys
