@@ -43,9 +43,10 @@ fn kernels_of(src: &str) -> Vec<(String, String)> {
 fn emu(kernels: &Path, out: &Path) {
     let emu_dir = kernels.join("emu");
     println!("cargo:rerun-if-changed={}", emu_dir.display());
-    let mut cus: Vec<PathBuf> = fs::read_dir(kernels)
-        .expect("read kernels/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    // kernels/*.cu, and the emulator's own self-test kernels in kernels/emu/*.cu.
+    let mut cus: Vec<PathBuf> = [kernels, emu_dir.as_path()]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).expect("read a kernels folder").filter_map(|e| e.ok().map(|e| e.path())))
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
         .collect();
     cus.sort();

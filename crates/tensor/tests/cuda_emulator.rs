@@ -73,3 +73,69 @@ fn memory_figures_follow_live_buffers() {
     // The driver's handles do not exist on the emulator: asking for them is an error.
     assert!(dev.stream().is_err() && dev.context().is_err() && dev.blas().is_err());
 }
+
+/// `SelftestParams` of kernels/emu/selftest.cu (16 bytes: the emulator checks the size).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct SelftestParams {
+    out: u64,
+    mode: i32,
+    _pad: i32,
+}
+// SAFETY: plain-old-data with the C layout of the kernel's parameter struct.
+unsafe impl cudarc::driver::DeviceRepr for SelftestParams {}
+
+#[test]
+fn warp_intrinsics_follow_cuda_semantics() {
+    let dev = CudaDevice::emulator();
+    for (threads, mode) in [(64u32, 17i32), (96, 5), (32, 31)] {
+        let out = dev.zeros::<i32>(6 * threads as usize).unwrap();
+        let p = SelftestParams { out: dev.ptr(&out), mode, _pad: 0 };
+        dev.launch("selftest", "selftest_shuffles", Launch::linear(1, threads), &p).unwrap();
+        let got = dev.download(&out).unwrap();
+        // The ballot of `lane % 3 == 0` over lanes 0..24 (the others have exited).
+        let ballot = (0..24).filter(|l| l % 3 == 0).fold(0i32, |b, l| b | 1 << l);
+        for t in 0..threads as i32 {
+            let lane = t & 31;
+            let want = [
+                lane ^ mode,
+                if lane + 3 < 32 { lane + 3 } else { lane },
+                if lane >= 5 { lane - 5 } else { lane },
+                (lane & !7) + (mode & 7),
+                lane ^ 4,
+                if lane >= 24 { -1 } else { ballot },
+            ];
+            assert_eq!(&got[6 * t as usize..6 * t as usize + 6], &want, "thread {t} of {threads}, mode {mode}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_barrier_is_visible_and_a_present_one_is_honoured() {
+    let dev = CudaDevice::emulator();
+    for threads in [64u32, 256, 1024] {
+        let n = threads as usize;
+        let want: Vec<f32> = (0..n).map(|t| ((t + 32) % n + 1) as f32).collect();
+        for mode in [1, 0] {
+            let out = dev.zeros::<f32>(n).unwrap();
+            let p = SelftestParams { out: dev.ptr(&out), mode, _pad: 0 };
+            dev.launch("selftest", "selftest_race", Launch::linear(3, threads), &p).unwrap();
+            let got = dev.download(&out).unwrap();
+            if mode == 1 {
+                assert_eq!(got, want, "{threads} threads with the barrier");
+            } else {
+                assert_ne!(got, want, "{threads} threads without the barrier read what a barrier guarantees");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_barrier_that_can_never_complete_is_a_deadlock_error() {
+    let dev = CudaDevice::emulator();
+    let out = dev.zeros::<i32>(32).unwrap();
+    let p = SelftestParams { out: dev.ptr(&out), mode: 0, _pad: 0 };
+    let err = dev.launch("selftest", "selftest_deadlock", Launch::linear(2, 32), &p).unwrap_err().to_string();
+    assert!(err.contains("selftest_deadlock") && err.contains("deadlock in block"), "{err}");
+    assert!(err.contains("1 threads wait at __syncthreads and 31 at a warp collective"), "{err}");
+}

@@ -39,6 +39,19 @@ pub fn selected() -> bool {
     std::env::var_os(ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The fiber order `QLORA_CUDA_EMULATOR` asks for: `lowest` or `highest` (each warp runs as far
+/// as it can before the next moves, from the first or the last thread), anything else round
+/// robin in thread order. Running the tests under all three finds kernels whose result depends
+/// on the order: a missing `__syncthreads` ([`runtime`] docs).
+fn order() -> runtime::Order {
+    static ORDER: std::sync::OnceLock<runtime::Order> = std::sync::OnceLock::new();
+    *ORDER.get_or_init(|| match std::env::var(ENV).as_deref() {
+        Ok("lowest") => runtime::Order::Lowest,
+        Ok("highest") => runtime::Order::Highest,
+        _ => runtime::Order::RoundRobin,
+    })
+}
+
 /// One kernel of the generated table.
 pub(super) struct EmuKernel {
     stem: &'static str,
@@ -86,7 +99,7 @@ pub(super) unsafe fn launch(
     let words: Vec<u64> =
         (0..size / 8).map(|i| unsafe { std::ptr::read_unaligned((params as *const u64).add(i)) }).collect();
     // SAFETY: the caller's contract.
-    unsafe { runtime::launch(k.call, params, grid.into(), block.into()) }
+    unsafe { runtime::launch(k.call, params, grid.into(), block.into(), order()) }
         .map_err(|e| Error::Device(format!("cuda emulator: {name}: {e}")))?;
     check_guards(&words).map_err(|e| Error::Device(format!("cuda emulator: after {name}: {e}")))
 }

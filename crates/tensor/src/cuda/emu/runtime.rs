@@ -7,6 +7,13 @@
 //! wait and can never be released (a `__syncthreads` in divergent code, a warp split between a
 //! shuffle and a block barrier) is reported as a deadlock instead of hanging.
 //!
+//! Which ready fiber runs next is the [`Order`]: round robin in thread order (the default), or
+//! always the lowest (highest) numbered ready thread, which runs each warp as far as it can get
+//! before the next one moves. A kernel whose result depends on the order (a missing
+//! `__syncthreads` between a shared-memory write and another warp's read) gives a different
+//! result under one of them, so the tests run under all three (`QLORA_CUDA_EMULATOR=1`, `lowest`,
+//! `highest`).
+//!
 //! Warp collectives exchange through per-warp slots, double-buffered by a per-lane parity that
 //! flips at every collective: a lane cannot reach collective i + 2 before every lane has read
 //! collective i, so one wait per collective suffices.
@@ -14,7 +21,7 @@
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::c_void;
 
 /// CUDA's `uint3` (kernels/emu/cuda_emu.h).
@@ -51,20 +58,24 @@ enum Wait {
     Warp,
 }
 
-/// Words one lane deposits at a collective: a shuffle uses two, an mma ten (a 4, b 2, c 4).
-const SLOT_WORDS: usize = 10;
+/// Words one lane deposits at a collective: a shuffle uses two, an mma ten (a 4, b 2, c 4), and
+/// the last one is the lane's collective count (`GEN`), so a ballot counts only the lanes that
+/// voted in this collective (an exited lane's slot holds an older count).
+const SLOT_WORDS: usize = 11;
+const GEN: usize = SLOT_WORDS - 1;
 
-/// One warp's exchange slots (two, by parity) and the mask of its lanes that have not exited.
+/// One warp's exchange slots, two by parity.
 #[derive(Clone, Copy)]
 struct WarpSlots {
     slots: [[[u32; SLOT_WORDS]; 32]; 2],
-    live: u32,
 }
 
 struct Fiber {
     idx: Idx,
     warp: usize,
     parity: usize,
+    /// Collectives this thread has taken part in.
+    gen: u32,
     yielder: *const Yielder<(), Wait>,
 }
 
@@ -105,6 +116,8 @@ unsafe fn exchange(words: &[u32], src: usize) -> [u32; SLOT_WORDS] {
         let (w, p, lane) = ((*f).warp, (*f).parity, (*f).idx.lane as usize);
         let slot = &mut (*slots.add(w)).slots[p][lane];
         slot[..words.len()].copy_from_slice(words);
+        (*f).gen = (*f).gen.wrapping_add(1);
+        slot[GEN] = (*f).gen;
         wait(f, Wait::Warp);
         (*f).parity ^= 1;
         (*slots.add(w)).slots[p][src & 31]
@@ -131,10 +144,10 @@ extern "C" fn qlora_emu_ballot(pred: i32) -> u32 {
         let _ = exchange(&[(pred != 0) as u32], 0);
         let f = current();
         let ws = &*SLOTS.with(|s| s.get()).add((*f).warp);
-        // The deposits of the collective just passed (parity flipped after it); lanes that have
-        // exited do not vote.
-        let p = (*f).parity ^ 1;
-        (0..32).filter(|&l| ws.live >> l & 1 == 1 && ws.slots[p][l][0] != 0).fold(0u32, |b, l| b | 1 << l)
+        // The deposits of the collective just passed (parity flipped after it), from the lanes
+        // that took part in it (lanes that have exited do not vote).
+        let (p, gen) = ((*f).parity ^ 1, (*f).gen);
+        (0..32).filter(|&l| ws.slots[p][l][GEN] == gen && ws.slots[p][l][0] != 0).fold(0u32, |b, l| b | 1 << l)
     }
 }
 
@@ -164,6 +177,11 @@ unsafe extern "C" fn qlora_emu_mma_bf16_m16n8k16(c: *mut f32, a: *const u32, b: 
         mine[5] = *b.add(1);
     }
     let f = current();
+    // SAFETY: the running fiber.
+    unsafe {
+        (*f).gen = (*f).gen.wrapping_add(1);
+        mine[GEN] = (*f).gen;
+    }
     let slots = SLOTS.with(|s| s.get());
     // SAFETY: as in `exchange`.
     let (lanes, lane) = unsafe {
@@ -214,7 +232,11 @@ struct Scratch {
     fibers: Vec<Fiber>,
     slots: Vec<WarpSlots>,
     coros: Vec<Option<Coroutine<(), Wait, ()>>>,
-    ready: VecDeque<usize>,
+    /// Ready fibers in arrival order (round robin).
+    fifo: VecDeque<usize>,
+    /// Ready fibers by (key, thread), the key the thread number (lowest first) or its
+    /// complement (highest first).
+    ranked: BTreeSet<(usize, usize)>,
     at_block: Vec<usize>,
     at_warp: Vec<Vec<usize>>,
     warp_live: Vec<usize>,
@@ -222,13 +244,37 @@ struct Scratch {
     stacks: Vec<DefaultStack>,
 }
 
+/// Which ready fiber of a block runs next (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Order {
+    /// Round robin in thread order: every fiber runs until it waits, then the next.
+    RoundRobin,
+    /// The lowest-numbered ready thread first.
+    Lowest,
+    /// The highest-numbered ready thread first.
+    Highest,
+}
+
 impl Scratch {
+    fn make_ready(&mut self, t: usize, order: Order) {
+        match order {
+            Order::RoundRobin => self.fifo.push_back(t),
+            Order::Lowest => _ = self.ranked.insert((t, t)),
+            Order::Highest => _ = self.ranked.insert((usize::MAX - t, t)),
+        }
+    }
+
+    fn next_ready(&mut self) -> Option<usize> {
+        self.fifo.pop_front().or_else(|| self.ranked.pop_first().map(|(_, t)| t))
+    }
+
     fn default() -> Self {
         Self {
             fibers: Vec::new(),
             slots: Vec::new(),
             coros: Vec::new(),
-            ready: VecDeque::new(),
+            fifo: VecDeque::new(),
+            ranked: BTreeSet::new(),
             at_block: Vec::new(),
             at_warp: Vec::new(),
             warp_live: Vec::new(),
@@ -257,9 +303,8 @@ unsafe fn run_block(
     sc: &mut Scratch,
     call: KernelFn,
     params: usize,
-    block: U3,
-    grid: U3,
-    dim: U3,
+    (block, grid, dim): (U3, U3, U3),
+    order: Order,
 ) -> Result<(), String> {
     let n = (dim.x * dim.y * dim.z) as usize;
     let warps = n.div_ceil(32);
@@ -275,13 +320,14 @@ unsafe fn run_block(
         },
         warp: t as usize / 32,
         parity: 0,
+        gen: 0,
         yielder: std::ptr::null(),
     }));
-    // Slots are always written before they are read; only the live masks need resetting.
-    sc.slots.resize(warps, WarpSlots { slots: [[[0; SLOT_WORDS]; 32]; 2], live: 0 });
-    for (w, ws) in sc.slots.iter_mut().enumerate() {
-        let lanes = (n - 32 * w).min(32);
-        ws.live = if lanes == 32 { u32::MAX } else { (1 << lanes) - 1 };
+    // Slots are always written before they are read, and the collective counts start again at
+    // 0 with the fibers: clear the old counts so no stale slot matches a ballot.
+    sc.slots.resize(warps, WarpSlots { slots: [[[0; SLOT_WORDS]; 32]; 2] });
+    for ws in sc.slots.iter_mut() {
+        ws.slots.iter_mut().flatten().for_each(|slot| slot[GEN] = 0);
     }
     // Every access below goes through these two pointers (the fibers hold them too).
     let fptr = sc.fibers.as_mut_ptr();
@@ -306,15 +352,18 @@ unsafe fn run_block(
         sc.coros.push(Some(co));
     }
     SLOTS.with(|s| s.set(sptr));
-    sc.ready.clear();
-    sc.ready.extend(0..n);
+    sc.fifo.clear();
+    sc.ranked.clear();
+    for t in 0..n {
+        sc.make_ready(t, order);
+    }
     sc.at_block.clear();
     sc.at_warp.iter_mut().for_each(Vec::clear);
     sc.at_warp.resize(warps, Vec::new());
     sc.warp_live.clear();
     sc.warp_live.extend((0..warps).map(|w| (n - 32 * w).min(32)));
     let mut live = n;
-    while let Some(t) = sc.ready.pop_front() {
+    while let Some(t) = sc.next_ready() {
         let w = t / 32;
         // SAFETY: t < n.
         unsafe {
@@ -328,8 +377,6 @@ unsafe fn run_block(
             CoroutineResult::Return(()) => {
                 live -= 1;
                 sc.warp_live[w] -= 1;
-                // SAFETY: w < warps; no fiber runs now.
-                unsafe { (*sptr.add(w)).live &= !(1 << (t % 32)) };
                 if let Some(done) = sc.coros[t].take() {
                     sc.stacks.push(done.into_stack());
                 }
@@ -337,12 +384,19 @@ unsafe fn run_block(
         }
         if !sc.at_warp[w].is_empty() && sc.at_warp[w].len() == sc.warp_live[w] {
             let released = std::mem::take(&mut sc.at_warp[w]);
-            sc.ready.extend(released.iter().copied());
+            for &r in &released {
+                sc.make_ready(r, order);
+            }
             sc.at_warp[w] = released;
             sc.at_warp[w].clear();
         }
         if !sc.at_block.is_empty() && sc.at_block.len() == live {
-            sc.ready.extend(sc.at_block.drain(..));
+            let released = std::mem::take(&mut sc.at_block);
+            for &r in &released {
+                sc.make_ready(r, order);
+            }
+            sc.at_block = released;
+            sc.at_block.clear();
         }
     }
     CURRENT.with(|c| c.set(std::ptr::null_mut()));
@@ -367,12 +421,19 @@ unsafe fn run_block(
     Ok(())
 }
 
-/// Runs a whole grid: blocks spread over the rayon pool, each block on one thread.
+/// Runs a whole grid: blocks spread over the rayon pool, each block on one thread, its fibers
+/// scheduled in `order`.
 ///
 /// # Safety
 /// `params` points at `call`'s parameter struct, whose pointers are live emulated buffers large
 /// enough for every access the kernel makes with this grid.
-pub(super) unsafe fn launch(call: KernelFn, params: *const c_void, grid: U3, block: U3) -> Result<(), String> {
+pub(super) unsafe fn launch(
+    call: KernelFn,
+    params: *const c_void,
+    grid: U3,
+    block: U3,
+    order: Order,
+) -> Result<(), String> {
     use rayon::prelude::*;
     let threads = block.x as u64 * block.y as u64 * block.z as u64;
     if threads == 0 || threads > 1024 || block.z > 64 {
@@ -387,6 +448,6 @@ pub(super) unsafe fn launch(call: KernelFn, params: *const c_void, grid: U3, blo
         let (gx, gy) = (grid.x as usize, grid.y as usize);
         let id = U3 { x: (b % gx) as u32, y: ((b / gx) % gy) as u32, z: (b / (gx * gy)) as u32 };
         // SAFETY: the caller's contract.
-        unsafe { run_block(sc, call, params, id, grid, block) }
+        unsafe { run_block(sc, call, params, (id, grid, block), order) }
     })
 }
