@@ -268,7 +268,7 @@ impl Scratch {
         self.fifo.pop_front().or_else(|| self.ranked.pop_first().map(|(_, t)| t))
     }
 
-    fn default() -> Self {
+    fn empty() -> Self {
         Self {
             fibers: Vec::new(),
             slots: Vec::new(),
@@ -282,7 +282,7 @@ impl Scratch {
         }
     }
     fn new() -> Self {
-        let mut sc = Self::default();
+        let mut sc = Self::empty();
         sc.stacks = STACKS.with(|s| std::mem::take(&mut *s.borrow_mut()));
         sc
     }
