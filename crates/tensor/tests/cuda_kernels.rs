@@ -646,8 +646,9 @@ fn nearest(code: &[f32], v: f32) -> u8 {
     (0..code.len() - 1).filter(|&k| (code[k] + code[k + 1]) / 2.0 < v).count() as u8
 }
 
-/// README §3.2-3.4: `(packed, absmax)`.
-fn nf4_quantize_spec(x: &[f32], bs: usize) -> (Vec<u8>, Vec<f32>) {
+/// README §3.2-3.4: `(packed, absmax)` with the 4-bit code of each scaled value from `code`; an
+/// odd count is padded with the code of 0.0.
+fn quantize_spec(x: &[f32], bs: usize, code: impl Fn(f32) -> u8) -> (Vec<u8>, Vec<f32>) {
     let mut codes = Vec::with_capacity(x.len() + 1);
     let mut absmax = Vec::new();
     for blk in x.chunks(bs) {
@@ -657,13 +658,18 @@ fn nf4_quantize_spec(x: &[f32], bs: usize) -> (Vec<u8>, Vec<f32>) {
         let inv = 1.0 / den;
         for &v in blk {
             let s = if blk.len() < bs { v / den } else { v * inv };
-            codes.push(nearest(&NF4, s.clamp(-1.0, 1.0)));
+            codes.push(code(s.clamp(-1.0, 1.0)));
         }
     }
     if codes.len() % 2 == 1 {
-        codes.push(7);
+        codes.push(code(0.0));
     }
     (codes.chunks(2).map(|c| (c[0] << 4) | c[1]).collect(), absmax)
+}
+
+/// NF4: the nearest code (pads with code 7, NF4's 0.0).
+fn nf4_quantize_spec(x: &[f32], bs: usize) -> (Vec<u8>, Vec<f32>) {
+    quantize_spec(x, bs, |v| nearest(&NF4, v))
 }
 
 /// bitsandbytes FP4 as the nf4 crate's CPU path holds it (crates/nf4/src/codebook.rs): the
@@ -686,22 +692,7 @@ fn fp4_code(v: f32) -> u8 {
 /// The nf4 crate's `quantize_4bit(.., QuantType::Fp4)`: NF4's blocks and scaling, FP4's codes,
 /// an odd count padded with FP4's code of 0.0 (0).
 fn fp4_quantize_spec(x: &[f32], bs: usize) -> (Vec<u8>, Vec<f32>) {
-    let mut codes = Vec::with_capacity(x.len() + 1);
-    let mut absmax = Vec::new();
-    for blk in x.chunks(bs) {
-        let a = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        absmax.push(a);
-        let den = a.max(1e-38);
-        let inv = 1.0 / den;
-        for &v in blk {
-            let s = if blk.len() < bs { v / den } else { v * inv };
-            codes.push(fp4_code(s.clamp(-1.0, 1.0)));
-        }
-    }
-    if codes.len() % 2 == 1 {
-        codes.push(fp4_code(0.0));
-    }
-    (codes.chunks(2).map(|c| (c[0] << 4) | c[1]).collect(), absmax)
+    quantize_spec(x, bs, fp4_code)
 }
 
 /// README §3.5: `(codes, nested absmax)` of `absmax - offset` in groups of 256.
